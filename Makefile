@@ -1,0 +1,124 @@
+# Postern build. The variables below are the dependency graph: lib/ is built in
+# layers (a module includes only modules of lower layers; scripts/lint checks it)
+# and each program and unit test names the modules it links.
+#   make            build everything into build/ (programs in build/bin/)
+#   make SAN=1      the same with ASan+UBSan, into build/san/
+#   make check      build, lint, unit tests (normal and SAN), integration tests
+#   make run        build and start a self-contained instance under ./run/
+#   make install    install (DESTDIR, PREFIX); make uninstall
+SHELL := /bin/bash
+.SUFFIXES:
+.DELETE_ON_ERROR:
+
+LIB_L0 := util
+LIB_L1 := log fs privs
+LIB_L2 := config event ipc tls maps dns
+LIB_L3 := address mime queue auth mailbox
+LIB_L4 := service login
+LIB_ALL := $(LIB_L0) $(LIB_L1) $(LIB_L2) $(LIB_L3) $(LIB_L4)
+
+# Programs: <dir>_LIBS lists the lib/ modules it links. <dir>_BIN names the binary.
+ALL_PROGRAMS := master postern testd
+BASE_LIBS := config log fs privs util
+master_LIBS := service event ipc $(BASE_LIBS)
+postern_LIBS := service event maps $(BASE_LIBS)
+testd_LIBS := service event $(BASE_LIBS)
+testd_DIR := t/testd
+
+# Unit tests: t/unit/<name>_test.cpp links the modules in <name>_test_LIBS
+# (and <name>_test_OBJS: logic objects of a program, never its main.cpp).
+UNIT_TESTS := $(patsubst t/unit/%_test.cpp,%,$(wildcard t/unit/*_test.cpp))
+util_test_LIBS := util
+log_test_LIBS := log util
+fs_test_LIBS := fs log util
+privs_test_LIBS := privs log util
+config_test_LIBS := $(BASE_LIBS)
+ipc_test_LIBS := ipc log util
+maps_test_LIBS := maps fs log util
+event_test_LIBS := event log util
+service_test_LIBS := service event ipc $(BASE_LIBS)
+master_test_LIBS := event ipc $(BASE_LIBS)
+master_test_OBJS := master/services
+
+SAN ?=
+BUILD := build$(if $(SAN),/san)
+CXX ?= g++
+PKGS := libevent_core libevent_openssl libssl libcrypto pam
+CXXFLAGS ?= -O2 -g
+VERSION := 0.1
+CXXFLAGS += -DPOSTERN_VERSION=\"$(VERSION)\" -std=c++20 -Wall -Wextra -Wshadow -Wnon-virtual-dtor -Wno-missing-field-initializers -pipe -Ilib -I. -MMD -MP \
+            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS := -Wl,--as-needed $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldb -lcrypt -lpthread
+ifneq ($(SAN),)
+CXXFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+PREFIX ?= /usr
+DESTDIR ?=
+SBINDIR := $(PREFIX)/sbin
+LIBEXECDIR := $(PREFIX)/libexec/postern
+SYSCONFDIR ?= /etc/postern
+
+mod_srcs = $(wildcard lib/$(1)/*.cpp)
+mod_objs = $(patsubst %.cpp,$(BUILD)/obj/%.o,$(foreach m,$(1),$(call mod_srcs,$(m))))
+prog_dir = $(or $($(1)_DIR),$(1))
+PROGRAMS := $(foreach p,$(ALL_PROGRAMS),$(if $(wildcard $(call prog_dir,$(p))/main.cpp),$(p)))
+
+define program
+$(BUILD)/bin/$(1): $(patsubst %.cpp,$(BUILD)/obj/%.o,$(wildcard $(call prog_dir,$(1))/*.cpp)) $(call mod_objs,$($(1)_LIBS))
+	@mkdir -p $$(@D)
+	$$(CXX) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+endef
+$(foreach p,$(PROGRAMS),$(eval $(call program,$(p))))
+
+define unit_test
+$(BUILD)/t/$(1)_test: $(BUILD)/obj/t/unit/$(1)_test.o $(BUILD)/obj/t/unit/catch_main.o \
+                     $(patsubst %,$(BUILD)/obj/%.o,$($(1)_test_OBJS)) $(call mod_objs,$($(1)_test_LIBS))
+	@mkdir -p $$(@D)
+	$$(CXX) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+endef
+$(foreach t,$(UNIT_TESTS),$(eval $(call unit_test,$(t))))
+
+BINS := $(addprefix $(BUILD)/bin/,$(PROGRAMS))
+TESTS := $(patsubst %,$(BUILD)/t/%_test,$(UNIT_TESTS))
+
+.PHONY: all deps check unit integration lint run install uninstall clean bench
+all: $(BINS)
+tests: $(TESTS)
+
+$(BUILD)/obj/%.o: %.cpp
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) -c -o $@ $<
+
+deps:
+	@scripts/install-deps
+
+# make check: one summary line at the end, counted over every suite.
+check: deps
+	@$(MAKE) --no-print-directory all tests
+	@$(MAKE) --no-print-directory SAN=1 tests
+	@/usr/bin/python3 t/run.py --build build --san-build build/san
+
+unit: all tests
+	@/usr/bin/python3 t/run.py --build $(BUILD) --unit-only
+
+integration: all
+	@/usr/bin/python3 t/run.py --build $(BUILD) --integration-only $(if $(T),--only $(T))
+
+lint:
+	@scripts/lint
+
+run: deps all
+	@scripts/make-run $(BUILD)/bin
+
+install: all
+	@scripts/install "$(DESTDIR)" "$(PREFIX)" "$(SYSCONFDIR)" "$(BUILD)/bin"
+
+uninstall:
+	@scripts/install --uninstall "$(DESTDIR)" "$(PREFIX)" "$(SYSCONFDIR)"
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,74 @@
+// config/params.cpp - the one table of every main.cf parameter Postern knows.
+#include <array>
+
+#include "config/config.hpp"
+
+namespace postern::config {
+namespace {
+
+using P = Params;
+
+constexpr ParamDef S(std::string_view n, std::string P::*m, std::string_view def, std::string_view doc) {
+    return {n, Type::Str, def, 0, 0, m, doc};
+}
+constexpr ParamDef I(std::string_view n, long long P::*m, std::string_view def, long long lo, long long hi,
+                     std::string_view doc) {
+    return {n, Type::Int, def, lo, hi, m, doc};
+}
+constexpr ParamDef T(std::string_view n, Seconds P::*m, std::string_view def, long long lo, long long hi,
+                     std::string_view doc) {
+    return {n, Type::Time, def, lo, hi, m, doc};
+}
+
+// Note: defaults follow Postfix where Postfix has the parameter, so an
+// administrator's main.cf means the same thing here.
+const std::array kTable = {
+    S("config_directory", &P::config_directory, "/etc/postern", "where main.cf and master.cf live (set by -c)"),
+    S("queue_directory", &P::queue_directory, "/var/spool/postern", "the queue; also the chroot of jailed daemons"),
+    S("daemon_directory", &P::daemon_directory, "/usr/libexec/postern", "where master finds daemon programs"),
+    S("command_directory", &P::command_directory, "/usr/sbin", "where the postern and sendmail commands live"),
+    S("data_directory", &P::data_directory, "/var/lib/postern", "writable data owned by mail_owner"),
+    S("mail_owner", &P::mail_owner, "postern", "the unprivileged user of the jailed daemons"),
+    S("setgid_group", &P::setgid_group, "posterndrop", "group of the maildrop directory and sendmail"),
+    S("default_privs", &P::default_privs, "nobody", "user for commands and files named in aliases"),
+    S("import_environment", &P::import_environment, "TZ LANG LC_ALL MAIL_CONFIG",
+      "environment variables master passes to its children"),
+    S("myhostname", &P::myhostname, "", "this host's fully qualified name (default: from the system)"),
+    S("mydomain", &P::mydomain, "", "the domain of myhostname"),
+    S("myorigin", &P::myorigin, "$myhostname", "domain appended to unqualified local senders"),
+    S("mydestination", &P::mydestination, "$myhostname, localhost.$mydomain, localhost",
+      "domains delivered locally"),
+    S("inet_interfaces", &P::inet_interfaces, "all", "addresses inet services listen on"),
+    S("inet_protocols", &P::inet_protocols, "all", "ipv4, ipv6 or all"),
+    S("mynetworks", &P::mynetworks, "127.0.0.0/8 [::1]/128", "clients trusted to relay"),
+    S("relay_domains", &P::relay_domains, "", "domains this host relays mail to"),
+    S("maillog_file", &P::maillog_file, "", "log to this file instead of syslog (\"-\" = stderr)"),
+    S("syslog_name", &P::syslog_name, "postern", "prefix of every log tag"),
+    I("default_process_limit", &P::default_process_limit, "100", 1, 100000, "maxproc when master.cf says -"),
+    I("max_use", &P::max_use, "100", 1, 1000000000, "sessions a daemon process serves before it exits"),
+    T("max_idle", &P::max_idle, "100s", 1, 86400 * 7, "an idle daemon process exits after this long"),
+    T("service_throttle_time", &P::service_throttle_time, "60s", 1, 86400,
+      "pause before a broken service is started again"),
+    T("master_stop_timeout", &P::master_stop_timeout, "10s", 1, 3600,
+      "how long master waits for children to exit before SIGKILL"),
+    I("service_client_limit", &P::service_client_limit, "500", 1, 100000,
+      "concurrent clients per multi-session daemon process"),
+    T("ipc_timeout", &P::ipc_timeout, "3600s", 1, 86400 * 7, "time limit for one IPC exchange"),
+    T("daemon_timeout", &P::daemon_timeout, "18000s", 1, 86400 * 7, "time limit for one request to a daemon"),
+    S("smtpd_tls_cert_file", &P::smtpd_tls_cert_file, "", "server certificate (PEM, chain after the leaf)"),
+    S("smtpd_tls_key_file", &P::smtpd_tls_key_file, "$smtpd_tls_cert_file", "server private key (PEM)"),
+    S("smtpd_banner", &P::smtpd_banner, "$myhostname ESMTP $mail_name", "text after 220 in the greeting"),
+    S("mail_name", &P::mail_name, "Postern", "the name of this mail system"),
+};
+
+}  // namespace
+
+std::span<const ParamDef> param_table() { return kTable; }
+
+const ParamDef* find_param(std::string_view name) {
+    for (const auto& d : kTable)
+        if (d.name == name) return &d;
+    return nullptr;
+}
+
+}  // namespace postern::config

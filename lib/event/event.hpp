@@ -1,0 +1,118 @@
+// NAME
+//   event/event.hpp - RAII over libevent: base, io/timer/signal events, bufferevents
+// PURPOSE
+//   Owns every libevent object through unique_ptr-like handles so nothing leaks
+//   and nothing raw escapes, and routes every callback through one noexcept
+//   trampoline that catches exceptions (STYLE E3): an exception that reaches it
+//   is logged and the loop goes on. Not a protocol framework: sessions own
+//   their parsing and call write()/close() themselves.
+// SYNOPSIS
+//   event::Base base;
+//   auto t = event::Event::timer(base, [&]{ ... });  t.add(std::chrono::seconds(5));
+//   auto s = event::Event::signal(base, SIGTERM, [&]{ base.exit(); });  s.add();
+//   auto r = event::Event::io(base, fd, EV_READ | EV_PERSIST, [&](short what){ ... });  r.add();
+//   event::BufferEvent be(base, std::move(fd));  be.on_read([&]{ auto line = be.read_line(4096); });
+//   base.dispatch();
+// ERRORS
+//   Failure to create a libevent object is an environment failure: log::fatal.
+//   Exceptions thrown by callbacks are caught in the trampoline and logged.
+// SECURITY
+//   read_line() enforces a caller-given line limit; BufferEvent sets a
+//   high-water mark so a peer cannot make us buffer without bound.
+// SEE ALSO
+//   event/handles.hpp, service/service.hpp
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "event/handles.hpp"
+#include "util/unique_fd.hpp"
+
+namespace postern::event {
+
+class Base {
+public:
+    Base();
+    event_base* get() const noexcept { return base_.get(); }
+    // Runs until exit() or no events are left. Returns libevent's status.
+    int dispatch();
+    void exit() noexcept;
+    // Re-initialises the base in a child after fork().
+    void reinit_after_fork();
+
+private:
+    EventBasePtr base_;
+};
+
+class Event {
+public:
+    using Callback = std::function<void(short what)>;
+
+    static Event timer(Base& base, std::function<void()> cb);
+    static Event signal(Base& base, int signo, std::function<void()> cb);
+    static Event io(Base& base, int fd, short what, Callback cb);
+
+    Event();
+    Event(Event&&) noexcept;
+    Event& operator=(Event&&) noexcept;
+    ~Event();
+
+    void add();  // no timeout
+    void add(std::chrono::milliseconds timeout);
+    void del() noexcept;
+    bool pending() const noexcept;
+    explicit operator bool() const noexcept { return state_ != nullptr; }
+
+private:
+    struct State;
+    static void trampoline(evutil_socket_t fd, short what, void* arg) noexcept;
+    std::unique_ptr<State> state_;
+};
+
+class BufferEvent {
+public:
+    // Takes ownership of a connected (or connecting) socket.
+    BufferEvent(Base& base, UniqueFd fd);
+    BufferEvent(BufferEvent&&) noexcept;
+    BufferEvent& operator=(BufferEvent&&) noexcept;
+    ~BufferEvent();
+
+    void on_read(std::function<void()> cb);
+    void on_write(std::function<void()> cb);           // output drained to the low-water mark (0)
+    void on_event(std::function<void(short what)> cb);  // BEV_EVENT_EOF / ERROR / TIMEOUT / CONNECTED
+
+    void enable(short what);
+    void disable(short what);
+    void set_timeouts(std::chrono::milliseconds read, std::chrono::milliseconds write);
+    // Stop reading from the socket once this much input is buffered.
+    void set_read_high_water(std::size_t bytes);
+
+    void write(std::string_view data);
+    std::size_t input_length() const;
+    std::size_t output_length() const;
+    // One line ending in LF (CRLF accepted), without the line ending. Returns
+    // nullopt when no complete line is buffered. A line longer than max_len is
+    // reported with too_long_out = true and the bytes up to max_len consumed.
+    std::optional<std::string> read_line(std::size_t max_len, bool* too_long_out = nullptr);
+    std::string read_all();
+    int fd() const noexcept;
+    bufferevent* get() const noexcept;
+
+private:
+    struct State;
+    static void read_cb(bufferevent*, void* arg) noexcept;
+    static void write_cb(bufferevent*, void* arg) noexcept;
+    static void event_cb(bufferevent*, short what, void* arg) noexcept;
+    std::unique_ptr<State> state_;
+};
+
+// Runs fn and logs (instead of propagating) any exception. Used by the
+// trampolines; also for code that drives callbacks by hand.
+void guarded(const char* where, const std::function<void()>& fn) noexcept;
+
+}  // namespace postern::event

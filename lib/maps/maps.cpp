@@ -1,0 +1,346 @@
+// maps/maps.cpp - source parser, texthash and hash (Berkeley DB) maps, postmap-style build.
+#include "maps/maps.hpp"
+
+#include <db.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <unordered_map>
+
+#include "log/log.hpp"
+#include "maps/handles.hpp"
+#include "util/strings.hpp"
+#include "util/unique_fd.hpp"
+
+namespace postern::maps {
+namespace {
+
+// ---- parsing ---------------------------------------------------------------
+
+bool is_blank(char c) noexcept { return c == ' ' || c == '\t'; }
+
+Error at(const std::string& file, int line, std::string_view message) {
+    std::string text = file;
+    text += ':';
+    text += std::to_string(line);
+    text += ": ";
+    text += message;
+    return Error::config(std::move(text));
+}
+
+// One logical line: the first physical line plus its continuation lines.
+struct Logical {
+    std::string text;
+    int line = 0;
+};
+
+// Splits a logical line into key and value; the key is not folded yet.
+Result<Entry> split_postmap(const Logical& l, const std::string& file) {
+    std::string_view s = l.text;  // starts with a non-blank byte (see parse_source)
+    std::size_t end = 0;
+    while (end < s.size() && !is_blank(s[end])) ++end;
+    std::string_view value = util::trim(s.substr(end));
+    if (value.empty()) return at(file, l.line, "missing value (want \"key whitespace value\")");
+    return Entry{std::string(s.substr(0, end)), std::string(value), l.line};
+}
+
+Result<Entry> split_aliases(const Logical& l, const std::string& file) {
+    std::string_view s = l.text;
+    std::string_view key;
+    std::string_view rest;
+    if (s.front() == '"') {
+        std::size_t close = s.find('"', 1);
+        if (close == std::string_view::npos) return at(file, l.line, "unterminated quoted key");
+        key = s.substr(1, close - 1);
+        rest = util::trim(s.substr(close + 1));
+        if (rest.empty() || rest.front() != ':') return at(file, l.line, "missing ':' after key");
+        rest.remove_prefix(1);
+    } else {
+        std::size_t colon = s.find(':');
+        if (colon == std::string_view::npos) return at(file, l.line, "missing ':' after key");
+        key = util::trim(s.substr(0, colon));
+        rest = s.substr(colon + 1);
+    }
+    if (key.empty()) return at(file, l.line, "missing key");
+    std::string_view value = util::trim(rest);
+    if (value.empty()) return at(file, l.line, "missing value (want \"key: value\")");
+    return Entry{std::string(key), std::string(value), l.line};
+}
+
+Result<Entry> make_entry(const Logical& l, Format format, const std::string& file) {
+    Result<Entry> e = format == Format::Postmap ? split_postmap(l, file) : split_aliases(l, file);
+    if (!e) return e;
+    if (e->key.size() > MaxKeyLength)
+        return at(file, l.line, "key too long (limit " + std::to_string(MaxKeyLength) + " bytes)");
+    if (e->value.size() > MaxValueLength)
+        return at(file, l.line, "value too long (limit " + std::to_string(MaxValueLength) + " bytes)");
+    e->key = util::to_lower(e->key);
+    return e;
+}
+
+// ---- files -----------------------------------------------------------------
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+// Reads a whole source file, refusing anything larger than MaxSourceSize.
+Result<std::string> read_source(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+    if (!fd) return Error::config("open " + path + ": " + errno_text(errno));
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) return Error::config("stat " + path + ": " + errno_text(errno));
+    if (!S_ISREG(st.st_mode)) return Error::config(path + ": not a regular file");
+    const std::string too_large =
+        path + ": file too large (limit " + std::to_string(MaxSourceSize) + " bytes)";
+    if (static_cast<std::uintmax_t>(st.st_size) > MaxSourceSize) return Error::config(too_large);
+    std::string text;
+    // Note: read until EOF rather than trusting st_size; the file may grow.
+    std::size_t used = 0;
+    text.resize(static_cast<std::size_t>(st.st_size) + 1);
+    for (;;) {
+        if (used == text.size()) {
+            if (text.size() > MaxSourceSize) return Error::config(too_large);
+            text.resize(std::min(text.size() * 2, MaxSourceSize + 1));
+        }
+        ssize_t n = ::read(fd.get(), text.data() + used, text.size() - used);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return Error::config("read " + path + ": " + errno_text(errno));
+        }
+        if (n == 0) break;
+        used += static_cast<std::size_t>(n);
+    }
+    if (used > MaxSourceSize) return Error::config(too_large);
+    text.resize(used);
+    return text;
+}
+
+std::string dir_of(const std::string& path) {
+    std::size_t slash = path.rfind('/');
+    if (slash == std::string::npos) return ".";
+    if (slash == 0) return "/";
+    return path.substr(0, slash);
+}
+
+Result<void> fsync_path(const std::string& path, int flags) {
+    UniqueFd fd(::open(path.c_str(), flags | O_CLOEXEC));
+    if (!fd) return Error::temp("open " + path + ": " + errno_text(errno));
+    if (::fsync(fd.get()) != 0) return Error::temp("fsync " + path + ": " + errno_text(errno));
+    return {};
+}
+
+// Removes the temporary .db unless disarmed (after the rename).
+class TempFile {
+public:
+    explicit TempFile(std::string path) : path_(std::move(path)) {}
+    TempFile(const TempFile&) = delete;
+    TempFile& operator=(const TempFile&) = delete;
+    ~TempFile() {
+        if (armed_) ::unlink(path_.c_str());
+    }
+    const std::string& path() const noexcept { return path_; }
+    void arm() noexcept { armed_ = true; }
+    void disarm() noexcept { armed_ = false; }
+
+private:
+    std::string path_;
+    bool armed_ = false;
+};
+
+// ---- Berkeley DB -----------------------------------------------------------
+
+void db_error_to_log(const DB_ENV*, const char* prefix, const char* message) {
+    log::warn("%s%sBerkeley DB: %s", prefix != nullptr ? prefix : "", prefix != nullptr ? ": " : "",
+              message != nullptr ? message : "(null)");
+}
+
+Result<DbHandle> db_new() {
+    DB* raw = nullptr;
+    int rc = db_create(&raw, nullptr, 0);
+    if (rc != 0) return Error::temp(std::string("db_create: ") + db_strerror(rc));
+    DbHandle db(raw);
+    db->set_errcall(db.get(), db_error_to_log);
+    return db;
+}
+
+DBT make_dbt(std::string& s) {
+    DBT d{};
+    d.data = s.data();
+    d.size = static_cast<u_int32_t>(s.size());  // bounded by MaxValueLength
+    return d;
+}
+
+class HashMap final : public Map {
+public:
+    HashMap(std::string spec, DbHandle db) : Map(std::move(spec)), db_(std::move(db)) {}
+
+    Result<std::optional<std::string>> lookup(std::string_view key) const override {
+        if (key.empty() || key.size() > MaxKeyLength) return std::optional<std::string>();
+        std::string folded = util::to_lower(key);
+        DBT k = make_dbt(folded);
+        DBT v{};
+        // Note: without DB_THREAD, v.data points into the handle's own buffer,
+        // valid until the next call; we copy it at once and free nothing.
+        int rc = db_->get(db_.get(), nullptr, &k, &v, 0);
+        if (rc == DB_NOTFOUND) return std::optional<std::string>();
+        if (rc != 0) return Error::temp(spec() + ": lookup: " + db_strerror(rc));
+        if (v.size > MaxValueLength) return Error::temp(spec() + ": lookup: stored value too long");
+        return std::optional<std::string>(std::string(static_cast<const char*>(v.data), v.size));
+    }
+
+private:
+    DbHandle db_;
+};
+
+Result<std::unique_ptr<Map>> open_hash(std::string spec, const std::string& file) {
+    const std::string path = file + ".db";
+    Result<DbHandle> db = db_new();
+    if (!db) return Error::config(spec + ": " + db.error().text);
+    // Note: a missing file is the usual case ("forgot postern map build"), so
+    // check it first: BDB would also log a message of its own.
+    struct stat db_st {};
+    if (::stat(path.c_str(), &db_st) != 0) {
+        int err = errno;
+        std::string text = spec + ": cannot open " + path + ": " + errno_text(err);
+        if (err == ENOENT) text += " (create it with \"postern map build " + file + "\")";
+        return Error::config(std::move(text));
+    }
+    int rc = (*db)->open(db->get(), nullptr, path.c_str(), nullptr, DB_HASH, DB_RDONLY, 0);
+    if (rc != 0) return Error::config(spec + ": cannot open " + path + ": " + db_strerror(rc));
+    struct stat src_st {};
+    if (::stat(file.c_str(), &src_st) == 0 && src_st.st_mtime > db_st.st_mtime)
+        log::warn("%s: database %s is older than source file %s", spec.c_str(), path.c_str(),
+                  file.c_str());
+    return std::unique_ptr<Map>(std::make_unique<HashMap>(std::move(spec), std::move(*db)));
+}
+
+// ---- texthash --------------------------------------------------------------
+
+class TextMap final : public Map {
+public:
+    TextMap(std::string spec, std::unordered_map<std::string, std::string> table)
+        : Map(std::move(spec)), table_(std::move(table)) {}
+
+    Result<std::optional<std::string>> lookup(std::string_view key) const override {
+        if (key.size() > MaxKeyLength) return std::optional<std::string>();
+        auto it = table_.find(util::to_lower(key));
+        if (it == table_.end()) return std::optional<std::string>();
+        return std::optional<std::string>(it->second);
+    }
+
+private:
+    std::unordered_map<std::string, std::string> table_;
+};
+
+Result<std::unique_ptr<Map>> open_text(std::string spec, const std::string& file, Format format) {
+    Result<std::string> text = read_source(file);
+    if (!text) return Error::config(spec + ": " + text.error().text);
+    Result<std::vector<Entry>> entries = parse_source(*text, format, file);
+    if (!entries) return entries.error();
+    std::unordered_map<std::string, std::string> table;
+    table.reserve(entries->size());
+    for (Entry& e : *entries) table.emplace(std::move(e.key), std::move(e.value));
+    return std::unique_ptr<Map>(std::make_unique<TextMap>(std::move(spec), std::move(table)));
+}
+
+}  // namespace
+
+Result<std::vector<Entry>> parse_source(std::string_view text, Format format,
+                                        const std::string& file_name_for_errors) {
+    const std::string& file = file_name_for_errors;
+    std::vector<Entry> entries;
+    std::unordered_map<std::string, int> first_line;  // folded key -> line of the entry kept
+    std::optional<Logical> current;
+
+    auto finish = [&]() -> Result<void> {
+        if (!current) return {};
+        Result<Entry> e = make_entry(*current, format, file);
+        current.reset();
+        if (!e) return e.error();
+        auto [it, inserted] = first_line.emplace(e->key, e->line);
+        if (!inserted) {
+            log::warn("%s:%d: duplicate entry \"%s\" ignored; the entry at line %d wins",
+                      file.c_str(), e->line, util::printable(e->key).c_str(), it->second);
+            return {};
+        }
+        entries.push_back(std::move(*e));
+        return {};
+    };
+
+    int line_no = 0;
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+        std::size_t nl = text.find('\n', pos);
+        std::size_t end = nl == std::string_view::npos ? text.size() : nl;
+        std::string_view line = text.substr(pos, end - pos);
+        pos = nl == std::string_view::npos ? text.size() : nl + 1;
+        ++line_no;
+        if (line.find('\0') != std::string_view::npos) return at(file, line_no, "NUL byte in text");
+        std::string_view body = util::trim(line);
+        if (body.empty() || body.front() == '#') continue;  // never ends an entry
+        if (is_blank(line.front())) {
+            if (!current) return at(file, line_no, "continuation line before any entry");
+            current->text += ' ';
+            current->text += body;
+            continue;
+        }
+        if (Result<void> r = finish(); !r) return r.error();
+        current = Logical{std::string(body), line_no};
+    }
+    if (Result<void> r = finish(); !r) return r.error();
+    return entries;
+}
+
+Result<std::unique_ptr<Map>> open(std::string_view spec, Format format) {
+    std::size_t colon = spec.find(':');
+    std::string_view type = colon == std::string_view::npos ? std::string_view() : spec.substr(0, colon);
+    std::string file(colon == std::string_view::npos ? spec : spec.substr(colon + 1));
+    if (type != "hash" && type != "texthash")
+        return Error::config("unsupported map type \"" + util::printable(type) + "\" in \"" +
+                             util::printable(spec) + "\" (want hash:FILE or texthash:FILE)");
+    if (file.empty()) return Error::config("map \"" + std::string(spec) + "\" has no file name");
+    if (type == "hash") return open_hash(std::string(spec), file);
+    return open_text(std::string(spec), file, format);
+}
+
+Result<void> build(const std::string& source_path, Format format) {
+    Result<std::string> text = read_source(source_path);
+    if (!text) return text.error();
+    Result<std::vector<Entry>> entries = parse_source(*text, format, source_path);
+    if (!entries) return entries.error();
+    struct stat src_st {};
+    if (::stat(source_path.c_str(), &src_st) != 0)
+        return Error::config("stat " + source_path + ": " + errno_text(errno));
+
+    const std::string final_path = source_path + ".db";
+    TempFile tmp(final_path + ".tmp." + std::to_string(::getpid()));
+    Result<DbHandle> db = db_new();
+    if (!db) return db.error();
+    // Note: the source's permission bits, so a table of secrets (sasl_passwd)
+    // does not become world-readable as its .db. The umask still applies.
+    int mode = static_cast<int>(src_st.st_mode & 0666);
+    int rc = (*db)->open(db->get(), nullptr, tmp.path().c_str(), nullptr, DB_HASH,
+                         DB_CREATE | DB_EXCL, mode);
+    if (rc != 0) return Error::temp("create " + tmp.path() + ": " + db_strerror(rc));
+    tmp.arm();
+    for (Entry& e : *entries) {
+        DBT k = make_dbt(e.key);
+        DBT v = make_dbt(e.value);
+        rc = (*db)->put(db->get(), nullptr, &k, &v, DB_NOOVERWRITE);
+        if (rc != 0)
+            return Error::temp(tmp.path() + ": store \"" + util::printable(e.key) + "\": " + db_strerror(rc));
+    }
+    rc = db->close();  // writes out the cached pages
+    if (rc != 0) return Error::temp("close " + tmp.path() + ": " + db_strerror(rc));
+    if (Result<void> r = fsync_path(tmp.path(), O_RDONLY); !r) return r;
+    if (::rename(tmp.path().c_str(), final_path.c_str()) != 0)
+        return Error::temp("rename " + tmp.path() + " to " + final_path + ": " + errno_text(errno));
+    tmp.disarm();
+    return fsync_path(dir_of(source_path), O_RDONLY | O_DIRECTORY);
+}
+
+}  // namespace postern::maps

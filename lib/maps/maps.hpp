@@ -1,0 +1,103 @@
+// NAME
+//   maps/maps.hpp - lookup tables: hash:FILE (Berkeley DB) and texthash:FILE
+// PURPOSE
+//   One interface for the key -> value tables that main.cf names, like Postfix's
+//   postmap/postalias: `hash:/etc/postern/transport` reads the Berkeley DB 5.3
+//   hash file /etc/postern/transport.db that build() made from the text file;
+//   `texthash:/etc/postern/transport` reads the text file into memory at open.
+//   Keys are folded to ASCII lower case when built and when looked up; values
+//   are kept as written. Not for regexp/pcre/cidr tables, and not a general
+//   database: values are opaque strings (the caller parses alias lists etc.).
+// SYNOPSIS
+//   auto m = maps::open("hash:/etc/postern/virtual");   // Result<unique_ptr<Map>>
+//   auto v = (*m)->lookup("User@Example.COM");           // Result<optional<string>>
+//   maps::build("/etc/postern/virtual", Format::Postmap); // writes virtual.db atomically
+//   maps::build("/etc/postern/aliases", Format::Aliases);
+//   auto entries = maps::parse_source(text, Format::Postmap, "virtual");
+// FORMATS
+//   Postmap: `key whitespace value` per line. Aliases (/etc/aliases): `key: value`,
+//   the value kept as raw trimmed text (a comma list is the caller's business);
+//   the key may be written "quoted" (the quotes are stripped). In both: lines
+//   whose first non-blank byte is `#` and blank lines are ignored (and do not
+//   end an entry); a line starting with white space continues the entry above,
+//   joined with a single space. A key that appears twice: warning naming
+//   file:line, and the FIRST entry wins, like postmap (a later line must not
+//   silently override an earlier, possibly more carefully placed, one).
+// ERRORS
+//   parse_source: Error::config "FILE:LINE: message" (NUL byte, continuation
+//   line before any entry, missing value, missing key, missing ':', unterminated
+//   quoted key, key or value too long). open: Error::config for an unknown map
+//   type, a missing or unreadable file (for hash: naming the .db and suggesting
+//   `postern map build FILE`) or a bad source (texthash). lookup: nullopt when
+//   not found (also for a key longer than MaxKeyLength); Error::temp when the
+//   database fails or holds a value longer than MaxValueLength. build: Config
+//   for the source, Temp for writing the .db; on failure no temp file is left and
+//   the old .db is untouched.
+// SECURITY
+//   Sources are written by the administrator, but lookup keys come from the
+//   network: they are bounded by MaxKeyLength and never need a NUL terminator.
+//   Limits: MaxKeyLength, MaxValueLength, MaxSourceSize. A built .db gets the
+//   permission bits of its source (a secret table stays as private as its text).
+//   Not thread-safe: a Map is used by one thread (Postern processes have one).
+// SEE ALSO
+//   postmap(1), postalias(1), aliases(5); maps/handles.hpp
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "util/result.hpp"
+
+namespace postern::maps {
+
+inline constexpr std::size_t MaxKeyLength = 1024;            // bytes, after folding
+inline constexpr std::size_t MaxValueLength = 100000;        // bytes, after joining lines
+inline constexpr std::size_t MaxSourceSize = 64 * 1024 * 1024;  // text file read by build/texthash
+
+enum class Format { Postmap, Aliases };
+
+struct Entry {
+    std::string key;    // folded to ASCII lower case
+    std::string value;  // as written, trimmed, continuation lines joined by " "
+    int line = 0;       // first line of the entry, 1-based
+};
+
+// Parses a whole source text; entries come out in file order, duplicates
+// dropped (first wins, with a log::warn). Does no I/O besides that warning.
+Result<std::vector<Entry>> parse_source(std::string_view text, Format format,
+                                        const std::string& file_name_for_errors);
+
+class Map {
+public:
+    virtual ~Map() = default;
+    Map(const Map&) = delete;
+    Map& operator=(const Map&) = delete;
+
+    // Key is folded before the lookup; found -> value, not found -> nullopt.
+    virtual Result<std::optional<std::string>> lookup(std::string_view key) const = 0;
+
+    // The spec it was opened with, e.g. "hash:/etc/postern/aliases" (for logs).
+    const std::string& spec() const noexcept { return spec_; }
+
+protected:
+    explicit Map(std::string spec) : spec_(std::move(spec)) {}
+
+private:
+    std::string spec_;
+};
+
+// spec is "hash:FILE" (opens FILE.db read-only) or "texthash:FILE" (parses
+// FILE now, in `format`; hash maps were given their format by build()).
+Result<std::unique_ptr<Map>> open(std::string_view spec, Format format = Format::Postmap);
+
+// Like postmap: parse source_path, write source_path.db.tmp.<pid>, fsync,
+// rename over source_path.db, fsync the directory. Open readers keep the old
+// file (the rename replaces the inode); the next open() sees the new one.
+Result<void> build(const std::string& source_path, Format format);
+
+}  // namespace postern::maps

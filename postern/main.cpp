@@ -1,0 +1,64 @@
+// postern: the control command. postern [-c DIR] start|stop|reload|status|check|map build [-a] FILE
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "log/log.hpp"
+#include "maps/maps.hpp"
+#include "postern/check.hpp"
+#include "postern/control.hpp"
+
+using namespace postern;
+
+namespace {
+int usage() {
+    std::fprintf(stderr,
+                 "usage: postern [-c config_directory] start | stop | reload | status | check\n"
+                 "       postern [-c config_directory] map build [-a] FILE   (-a: aliases(5) format)\n");
+    return EX_USAGE;
+}
+
+int map_command(int argc, char** argv, int i) {
+    if (i >= argc || std::string(argv[i]) != "build") return usage();
+    auto format = maps::Format::Postmap;
+    if (++i < argc && std::string(argv[i]) == "-a") {
+        format = maps::Format::Aliases;
+        ++i;
+    }
+    if (i + 1 != argc) return usage();
+    auto r = maps::build(argv[i], format);
+    if (!r) {
+        std::fprintf(stderr, "%s\n", r.error().text.c_str());
+        return r.error().kind == Error::Kind::Config ? EX_DATAERR : EX_TEMPFAIL;
+    }
+    return EX_OK;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+    log::open({.tag = "postern/postern", .file = "-"});
+    std::string dir = ::getenv("MAIL_CONFIG") ? ::getenv("MAIL_CONFIG") : "/etc/postern";
+    int i = 1;
+    if (i + 1 < argc && std::string(argv[i]) == "-c") {
+        dir = argv[i + 1];
+        i += 2;
+    }
+    if (i >= argc) return usage();
+    std::string cmd = argv[i++];
+    if (cmd == "map") return map_command(argc, argv, i);
+    if (i != argc) return usage();
+    if (cmd == "start") return control::start(dir);
+    if (cmd == "stop") return control::stop(dir);
+    if (cmd == "reload") return control::reload(dir);
+    if (cmd == "status") return control::status(dir);
+    if (cmd == "check") {
+        auto report = check::run(dir);
+        for (auto& w : report.warnings) std::fprintf(stderr, "postern: warning: %s\n", w.c_str());
+        for (auto& e : report.errors) std::fprintf(stderr, "%s\n", e.c_str());
+        return report.ok() ? EX_OK : EX_CONFIG;
+    }
+    std::fprintf(stderr, "postern: unknown command \"%s\"\n", cmd.c_str());
+    return usage();
+}

@@ -1,0 +1,62 @@
+// Unit tests for lib/util: Result, UniqueFd, string helpers.
+#include <fcntl.h>
+
+#include <catch2/catch.hpp>
+
+#include "util/result.hpp"
+#include "util/strings.hpp"
+#include "util/unique_fd.hpp"
+
+using namespace postern;
+
+TEST_CASE("Result holds a value or an error") {
+    Result<int> ok = 42;
+    REQUIRE(ok);
+    CHECK(*ok == 42);
+    Result<int> bad = Error::perm("nope");
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error().kind == Error::Kind::Perm);
+    CHECK(bad.error().text == "nope");
+    CHECK(bad.value_or(7) == 7);
+    Result<void> v;
+    CHECK(v);
+    Result<void> ve = Error::temp("later");
+    CHECK_FALSE(ve);
+}
+
+TEST_CASE("UniqueFd closes once and moves") {
+    UniqueFd a(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    REQUIRE(a);
+    int raw = a.get();
+    UniqueFd b = std::move(a);
+    CHECK_FALSE(a);
+    CHECK(b.get() == raw);
+    b.reset();
+    CHECK(::fcntl(raw, F_GETFD) == -1);
+}
+
+TEST_CASE("string helpers") {
+    struct Case { const char* in; std::vector<std::string> want; };
+    const Case cases[] = {
+        {"", {}},
+        {"a", {"a"}},
+        {" a, b  c,,d ", {"a", "b", "c", "d"}},
+        {"\ta\n,b", {"a", "b"}},
+    };
+    for (const auto& c : cases) {
+        INFO("input: '" << c.in << "'");
+        CHECK(util::split_list(c.in) == c.want);
+    }
+    CHECK(util::trim("  x y \t") == "x y");
+    CHECK(util::to_lower("MiXeD@Example.COM") == "mixed@example.com");
+    CHECK(util::iequals("EHLO", "ehlo"));
+    CHECK_FALSE(util::iequals("EHLO", "ehl"));
+    CHECK(util::starts_with_icase("MAIL FROM:<a>", "mail from:"));
+    CHECK(util::parse_long("123") == 123);
+    CHECK(util::parse_long("-5") == -5);
+    CHECK_FALSE(util::parse_long("12a"));
+    CHECK_FALSE(util::parse_long(""));
+    CHECK_FALSE(util::parse_long("99999999999999999999999"));
+    CHECK(util::printable("a\r\nb") == "a\\x0d\\x0ab");
+    CHECK(util::printable(std::string(300, 'x'), 10) == "xxxxxxxxxx...");
+}
