@@ -1,4 +1,4 @@
-// postern: the control command. postern [-c DIR] start|stop|reload|status|check|map build [-a] FILE
+// postern: the control command. postern [-c DIR] start|stop|reload|status|check; postern map build|query
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -16,11 +16,31 @@ namespace {
 int usage() {
     std::fprintf(stderr,
                  "usage: postern [-c config_directory] start | stop | reload | status | check\n"
-                 "       postern [-c config_directory] map build [-a] FILE   (-a: aliases(5) format)\n");
+                 "       postern map build [-a] FILE      (-a: aliases(5) format; writes FILE.db)\n"
+                 "       postern map query TYPE:FILE KEY  (prints the value; exit 1 when not found)\n");
     return EX_USAGE;
 }
 
+// postern map query SPEC KEY: like postmap -q; exit 0 found, 1 not found.
+int map_query(int argc, char** argv, int i) {
+    if (i + 2 != argc) return usage();
+    auto map = maps::open(argv[i]);
+    if (!map) {
+        std::fprintf(stderr, "postern: %s\n", map.error().text.c_str());
+        return map.error().kind == Error::Kind::Config ? EX_CONFIG : EX_TEMPFAIL;
+    }
+    auto v = (*map)->lookup(argv[i + 1]);
+    if (!v) {
+        std::fprintf(stderr, "postern: %s\n", v.error().text.c_str());
+        return EX_TEMPFAIL;
+    }
+    if (!*v) return 1;
+    std::printf("%s\n", (*v)->c_str());
+    return EX_OK;
+}
+
 int map_command(int argc, char** argv, int i) {
+    if (i < argc && std::string(argv[i]) == "query") return map_query(argc, argv, i + 1);
     if (i >= argc || std::string(argv[i]) != "build") return usage();
     auto format = maps::Format::Postmap;
     if (++i < argc && std::string(argv[i]) == "-a") {

@@ -157,8 +157,16 @@ std::optional<std::string> BufferEvent::read_line(std::size_t max_len, bool* too
     if (too_long_out) *too_long_out = false;
     evbuffer_ptr p = evbuffer_search_eol(in, nullptr, nullptr, EVBUFFER_EOL_LF);
     std::size_t avail = evbuffer_get_length(in);
+    auto byte_at = [in](std::size_t pos) {
+        char c = 0;
+        evbuffer_ptr q{};
+        if (evbuffer_ptr_set(in, &q, pos, EVBUFFER_PTR_SET) == 0) evbuffer_copyout_from(in, &q, &c, 1);
+        return c;
+    };
     if (p.pos < 0) {
-        if (avail > max_len) {
+        // Note: max_len excludes the line ending, so a CR right after max_len
+        // bytes may be the first half of the CRLF ending a line at the limit.
+        if (avail > max_len && !(avail == max_len + 1 && byte_at(max_len) == '\r')) {
             std::string cut(max_len, '\0');
             evbuffer_remove(in, cut.data(), max_len);
             if (too_long_out) *too_long_out = true;
@@ -167,17 +175,21 @@ std::optional<std::string> BufferEvent::read_line(std::size_t max_len, bool* too
         return std::nullopt;
     }
     auto len = static_cast<std::size_t>(p.pos);
+    std::size_t eol = 1;
+    if (len > 0 && byte_at(len - 1) == '\r') {
+        --len;
+        eol = 2;
+    }
     if (len > max_len) {
         std::string cut(max_len, '\0');
         evbuffer_remove(in, cut.data(), max_len);
-        evbuffer_drain(in, len - max_len + 1);
+        evbuffer_drain(in, len - max_len + eol);
         if (too_long_out) *too_long_out = true;
         return cut;
     }
     std::string line(len, '\0');
     evbuffer_remove(in, line.data(), len);
-    evbuffer_drain(in, 1);
-    if (!line.empty() && line.back() == '\r') line.pop_back();
+    evbuffer_drain(in, eol);
     return line;
 }
 

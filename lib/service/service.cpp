@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <utility>
 
 #include "log/log.hpp"
 #include "privs/privs.hpp"
@@ -26,6 +27,18 @@ Connection::Connection(UniqueFd fd, Peer peer, std::function<void()> on_done)
     : fd_(std::move(fd)), peer_(std::move(peer)), on_done_(std::move(on_done)) {}
 
 Connection::~Connection() { done(); }
+
+Connection& Connection::operator=(Connection&& o) noexcept {
+    // Note: a defaulted operator= would drop our on_done_ uncalled, and the
+    // skeleton would count the replaced session as running for ever.
+    if (this != &o) {
+        done();
+        fd_ = std::move(o.fd_);
+        peer_ = std::move(o.peer_);
+        on_done_ = std::exchange(o.on_done_, nullptr);
+    }
+    return *this;
+}
 
 void Connection::done() {
     if (on_done_) {

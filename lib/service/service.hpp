@@ -59,7 +59,7 @@ class Connection {
 public:
     Connection(UniqueFd fd, Peer peer, std::function<void()> on_done);
     Connection(Connection&&) noexcept = default;
-    Connection& operator=(Connection&&) noexcept = default;
+    Connection& operator=(Connection&&) noexcept;  // ends the session it replaces
     ~Connection();
     UniqueFd take_fd() { return std::move(fd_); }
     int fd() const noexcept { return fd_.get(); }

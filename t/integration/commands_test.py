@@ -1,0 +1,133 @@
+"""postern map build/query, make install/uninstall into a DESTDIR, the
+service scripts, and master listening on several addresses (IPv4 and IPv6)."""
+import os
+import socket
+import subprocess
+import tempfile
+import shutil
+
+from harness import BIN, ROOT, Instance, Skip, free_port, need_root, testd_hello
+
+
+def postern(*args):
+    return subprocess.run([os.path.join(BIN, "postern"), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_map_build_and_query():
+    d = tempfile.mkdtemp(prefix="postern-map-")
+    try:
+        src = os.path.join(d, "virtual")
+        with open(src, "w") as f:
+            f.write("# comment\nAlice@Example.COM  alice\n  continued\nbob@example.com bob\n")
+        r = postern("map", "build", src)
+        assert r.returncode == 0, r.stderr
+        assert os.path.exists(src + ".db")
+        r = postern("map", "query", "hash:" + src, "alice@example.com")
+        assert r.returncode == 0 and r.stdout == "alice continued\n", (r.returncode, r.stdout, r.stderr)
+        r = postern("map", "query", "hash:" + src, "nobody@example.com")
+        assert r.returncode == 1 and r.stdout == ""
+        r = postern("map", "query", "texthash:" + src, "BOB@example.com")
+        assert r.stdout == "bob\n"
+        aliases = os.path.join(d, "aliases")
+        with open(aliases, "w") as f:
+            f.write("postmaster: root\nroot: alice,\n  bob\n")
+        assert postern("map", "build", "-a", aliases).returncode == 0
+        r = postern("map", "query", "hash:" + aliases, "root")
+        assert r.stdout.replace(" ", "") == "alice,bob\n", r.stdout
+        bad = os.path.join(d, "bad")
+        with open(bad, "w") as f:
+            f.write("ok value\nlonely\n")
+        r = postern("map", "build", bad)
+        assert r.returncode == 65, f"got exit {r.returncode}, want 65 (EX_DATAERR)"
+        assert f"{bad}:2:" in r.stderr, r.stderr
+        assert not os.path.exists(bad + ".db")
+        r = postern("map", "frobnicate")
+        assert r.returncode == 64
+    finally:
+        shutil.rmtree(d)
+
+
+def test_unknown_command_is_usage_error():
+    r = postern("frobnicate")
+    assert r.returncode == 64 and "unknown command" in r.stderr
+    r = subprocess.run([os.path.join(BIN, "master"), "-x"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 64 or (os.geteuid() != 0 and r.returncode == 77)
+
+
+def test_daemon_refuses_to_run_by_hand():
+    r = subprocess.run([os.path.join(BIN, "testd"), "-c", "/nonexistent"], capture_output=True, text=True,
+                       timeout=10, stdin=subprocess.DEVNULL)
+    assert r.returncode == 64, f"got exit {r.returncode}: {r.stderr}"
+    assert "started by master" in r.stderr
+
+
+def test_make_install_into_destdir_keeps_edited_config():
+    dest = tempfile.mkdtemp(prefix="postern-dest-")
+    try:
+        def install(*extra):
+            return subprocess.run([os.path.join(ROOT, "scripts", "install"), *extra], capture_output=True,
+                                  text=True, timeout=120, cwd=ROOT)
+        r = install(dest, "/usr/local", "/etc/postern", BIN)
+        assert r.returncode == 0, r.stderr
+        for path in ["usr/local/sbin/postern", "usr/local/libexec/postern/master", "etc/postern/main.cf",
+                     "etc/postern/master.cf", "etc/init.d/postern", "lib/systemd/system/postern.service",
+                     "etc/pam.d/postern", "usr/local/share/man/man8/master.8", "var/spool/postern"]:
+            assert os.path.exists(os.path.join(dest, path)), f"missing {path}"
+        main_cf = os.path.join(dest, "etc/postern/main.cf")
+        text = open(main_cf).read()
+        assert "daemon_directory = /usr/local/libexec/postern" in text
+        assert "/usr/local/sbin/postern" in open(os.path.join(dest, "etc/init.d/postern")).read()
+        assert os.access(os.path.join(dest, "etc/init.d/postern"), os.X_OK)
+        # The administrator edits main.cf; a second install keeps the edit.
+        with open(main_cf, "a") as f:
+            f.write("myhostname = mail.example.com\n")
+        r = install(dest, "/usr/local", "/etc/postern", BIN)
+        assert r.returncode == 0, r.stderr
+        assert "myhostname = mail.example.com" in open(main_cf).read()
+        assert os.path.exists(main_cf + ".postern-new")
+        # An unedited file is simply updated.
+        assert not os.path.exists(os.path.join(dest, "etc/postern/master.cf.postern-new"))
+        r = install("--uninstall", dest, "/usr/local", "/etc/postern")
+        assert r.returncode == 0, r.stderr
+        assert not os.path.exists(os.path.join(dest, "usr/local/sbin/postern"))
+        assert not os.path.exists(os.path.join(dest, "usr/local/libexec/postern/master"))
+        assert os.path.exists(main_cf), "uninstall keeps the configuration"
+    finally:
+        shutil.rmtree(dest)
+
+
+def test_service_scripts_are_well_formed():
+    init = os.path.join(ROOT, "etc", "init.d", "postern")
+    r = subprocess.run(["sh", "-n", init], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    text = open(init).read()
+    for action in ["start", "stop", "restart", "reload", "force-reload", "status"]:
+        assert f"{action})" in text or f"|{action})" in text or f"{action}|" in text, f"init script lacks {action}"
+    assert "### BEGIN INIT INFO" in text
+    unit = open(os.path.join(ROOT, "etc", "postern.service")).read()
+    assert "ExecStart=/usr/libexec/postern/master -f" in unit
+    pam = open(os.path.join(ROOT, "etc", "pam.d", "postern")).read()
+    assert "@include common-auth" in pam
+
+
+def _v6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_master_listens_on_several_addresses_v4_and_v6():
+    need_root()
+    if not _v6_loopback():
+        raise Skip("no IPv6 loopback here")
+    port = free_port()
+    inst = Instance(main_cf={"inet_interfaces": "127.0.0.1, ::1"},
+                    master_cf=f"{port} inet n - y - - testd\n").start()
+    c4, h4 = testd_hello(port)
+    c6 = socket.create_connection(("::1", port), timeout=5)
+    assert c6.recv(100).startswith(b"testd ")
+    c4.close()
+    c6.close()
