@@ -39,6 +39,7 @@ event_test_LIBS := event log util
 service_test_LIBS := service event ipc $(BASE_LIBS)
 master_test_LIBS := event ipc $(BASE_LIBS)
 master_test_OBJS := master/services
+queue_test_LIBS := queue event fs log util
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 SAN ?=
