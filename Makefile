@@ -18,11 +18,12 @@ LIB_L4 := service login
 LIB_ALL := $(LIB_L0) $(LIB_L1) $(LIB_L2) $(LIB_L3) $(LIB_L4)
 
 # Programs: <dir>_LIBS lists the lib/ modules it links. <dir>_BIN names the binary.
-ALL_PROGRAMS := master postern testd
+ALL_PROGRAMS := master postern smtpd testd
 BASE_LIBS := config log fs privs util
-master_LIBS := service event ipc $(BASE_LIBS)
-postern_LIBS := service event maps $(BASE_LIBS)
-testd_LIBS := service event $(BASE_LIBS)
+master_LIBS := service queue event ipc $(BASE_LIBS)
+postern_LIBS := service queue event maps $(BASE_LIBS)
+testd_LIBS := service queue event $(BASE_LIBS)
+smtpd_LIBS := service queue event ipc maps $(BASE_LIBS)
 testd_DIR := t/testd
 
 # Unit tests: t/unit/<name>_test.cpp links the modules in <name>_test_LIBS
@@ -36,10 +37,16 @@ config_test_LIBS := $(BASE_LIBS)
 ipc_test_LIBS := ipc log util
 maps_test_LIBS := maps fs log util
 event_test_LIBS := event log util
-service_test_LIBS := service event ipc $(BASE_LIBS)
+service_test_LIBS := service queue event ipc $(BASE_LIBS)
 master_test_LIBS := event ipc $(BASE_LIBS)
 master_test_OBJS := master/services
 queue_test_LIBS := queue event fs log util
+smtpd_protocol_test_LIBS := util
+smtpd_protocol_test_OBJS := smtpd/protocol
+smtpd_data_test_LIBS := util
+smtpd_data_test_OBJS := smtpd/data
+smtpd_session_test_LIBS := $(BASE_LIBS)
+smtpd_session_test_OBJS := smtpd/session smtpd/protocol smtpd/data
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 SAN ?=

@@ -78,6 +78,20 @@ struct Params {
     std::string smtpd_tls_key_file;
     std::string smtpd_banner;
     std::string mail_name;
+    // smtpd.
+    std::string smtpd_tls_security_level;
+    bool smtpd_tls_wrappermode = false;
+    bool smtpd_sasl_auth_enable = false;
+    long long message_size_limit = 0;
+    long long smtpd_recipient_limit = 0;
+    long long line_length_limit = 0;
+    Seconds smtpd_timeout{};
+    long long smtpd_hard_error_limit = 0;
+    long long smtpd_client_connection_count_limit = 0;
+    bool disable_vrfy_command = true;
+    std::string recipient_delimiter;
+    std::string alias_maps;
+    bool smtpd_reject_unlisted_recipient = true;
 };
 
 enum class Type { Str, Int, Bool, Time };

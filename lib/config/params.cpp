@@ -20,6 +20,10 @@ constexpr ParamDef T(std::string_view n, Seconds P::*m, std::string_view def, lo
     return {n, Type::Time, def, lo, hi, m, doc};
 }
 
+constexpr ParamDef B(std::string_view n, bool P::*m, std::string_view def, std::string_view doc) {
+    return {n, Type::Bool, def, 0, 0, m, doc};
+}
+
 // Note: defaults follow Postfix where Postfix has the parameter, so an
 // administrator's main.cf means the same thing here.
 const std::array kTable = {
@@ -59,6 +63,22 @@ const std::array kTable = {
     S("smtpd_tls_key_file", &P::smtpd_tls_key_file, "$smtpd_tls_cert_file", "server private key (PEM)"),
     S("smtpd_banner", &P::smtpd_banner, "$myhostname ESMTP $mail_name", "text after 220 in the greeting"),
     S("mail_name", &P::mail_name, "Postern", "the name of this mail system"),
+    S("smtpd_tls_security_level", &P::smtpd_tls_security_level, "may",
+      "none, may (offer STARTTLS) or encrypt (require it before MAIL)"),
+    B("smtpd_tls_wrappermode", &P::smtpd_tls_wrappermode, "no", "TLS from the first byte (port 465, RFC 8314)"),
+    B("smtpd_sasl_auth_enable", &P::smtpd_sasl_auth_enable, "no", "offer and require SMTP AUTH (submission)"),
+    I("message_size_limit", &P::message_size_limit, "10240000", 1000, 1LL << 40, "largest message accepted, in bytes"),
+    I("smtpd_recipient_limit", &P::smtpd_recipient_limit, "1000", 100, 1000000, "recipients per message"),
+    I("line_length_limit", &P::line_length_limit, "2048", 512, 1000000, "longest SMTP command line, in bytes"),
+    T("smtpd_timeout", &P::smtpd_timeout, "300s", 1, 3600, "time limit for each client command or data read"),
+    I("smtpd_hard_error_limit", &P::smtpd_hard_error_limit, "20", 1, 1000, "errors before the session is closed"),
+    I("smtpd_client_connection_count_limit", &P::smtpd_client_connection_count_limit, "50", 0, 100000,
+      "concurrent sessions per client address in one smtpd process (0 = no limit)"),
+    B("disable_vrfy_command", &P::disable_vrfy_command, "yes", "answer VRFY with the same 252 for every address"),
+    S("recipient_delimiter", &P::recipient_delimiter, "+", "separates user and extension: user+ext"),
+    S("alias_maps", &P::alias_maps, "hash:$config_directory/aliases", "alias tables; their keys are local recipients"),
+    B("smtpd_reject_unlisted_recipient", &P::smtpd_reject_unlisted_recipient, "yes",
+      "refuse unknown local users at RCPT (550 5.1.1)"),
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "privs/privs.hpp"
+#include "queue/queue.hpp"
 #include "util/strings.hpp"
 
 namespace postern::service {
@@ -37,11 +38,20 @@ Result<void> prepare_queue_dirs(const config::Params& p) {
         {p.queue_directory + "/pid", 0755, 0, 0},
         {p.queue_directory + "/private", 0700, uid, 0},
         {p.queue_directory + "/public", 0710, uid, gid},
+        {p.queue_directory + "/incoming", 0700, uid, gid},
+        {p.queue_directory + "/active", 0700, uid, gid},
+        {p.queue_directory + "/deferred", 0700, uid, gid},
+        {p.queue_directory + "/hold", 0700, uid, gid},
+        {p.queue_directory + "/corrupt", 0700, uid, gid},
+        {p.queue_directory + "/maildrop", 01730, uid, gid},
     };
     for (auto& d : dirs) {
         auto r = fs::ensure_dir(d.path, d.mode, d.uid, d.gid);
         if (!r) return r;
     }
+    // Files a crash left half-written are never delivered: remove them.
+    auto stale = queue::remove_stale_temp_files(p.queue_directory);
+    if (!stale) return stale.error();
     return {};
 }
 

@@ -60,3 +60,28 @@ TEST_CASE("string helpers") {
     CHECK(util::printable("a\r\nb") == "a\\x0d\\x0ab");
     CHECK(util::printable(std::string(300, 'x'), 10) == "xxxxxxxxxx...");
 }
+
+#include "util/cidr.hpp"
+
+TEST_CASE("NetList matches IPv4 and IPv6 networks") {
+    auto nets = util::NetList::parse("127.0.0.0/8 [::1]/128, 192.0.2.7 10.1.0.0/16 2001:db8::/32");
+    REQUIRE(nets);
+    struct Case { const char* addr; bool want; };
+    const Case cases[] = {
+        {"127.0.0.1", true}, {"127.255.255.255", true}, {"128.0.0.1", false}, {"::1", true},
+        {"::2", false},      {"192.0.2.7", true},       {"192.0.2.8", false}, {"10.1.200.3", true},
+        {"10.2.0.1", false}, {"2001:db8:1::5", true},   {"2001:db9::1", false}, {"::ffff:127.0.0.1", true},
+        {"not-an-ip", false}, {"", false},
+    };
+    for (auto& c : cases) {
+        INFO("addr " << c.addr << ": want " << c.want);
+        CHECK(nets->contains(c.addr) == c.want);
+    }
+    auto empty = util::NetList::parse("");
+    REQUIRE(empty);
+    CHECK_FALSE(empty->contains("127.0.0.1"));
+    for (const char* bad : {"10.0.0.0/33", "mail.example.com", "1.2.3.4/x", "[::1]/129"}) {
+        INFO("bad " << bad);
+        CHECK_FALSE(util::NetList::parse(bad));
+    }
+}

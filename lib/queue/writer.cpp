@@ -1,0 +1,226 @@
+// queue/writer.cpp - Writer: creates a queue file, writes its records, and commits it durably.
+#include <fcntl.h>
+#include <stdio.h>  // renameat2
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+
+#include "fs/fs.hpp"
+#include "log/log.hpp"
+#include "queue/queue.hpp"
+#include "queue/record.hpp"
+
+namespace postern::queue {
+
+using namespace detail;
+
+namespace {
+
+// Renames without replacing an existing file. Falls back to rename(2) where
+// the file system cannot do RENAME_NOREPLACE. Returns 0 or errno.
+int rename_noreplace(const std::string& from, const std::string& to) {
+    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
+    if (errno != EINVAL && errno != ENOSYS) return errno;
+    return ::rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
+}
+
+}  // namespace
+
+Result<Writer> Writer::create(const std::string& queue_dir, int64_t now_us) {
+    if (now_us < 0) return Error::temp("create queue file: system clock is before 1970");
+    static std::atomic<unsigned long> counter{0};
+    const std::string incoming = join_path(queue_dir, Incoming);
+    Writer w;
+    // O_EXCL can only collide with a file left by an earlier process with the
+    // same pid; move on to the next counter value then.
+    for (int tries = 0; tries < 100 && !w.fd_; ++tries) {
+        w.temp_path_ = join_path(incoming, std::string(TempPrefix) + std::to_string(::getpid()) + "-" +
+                                               std::to_string(counter.fetch_add(1)));
+        w.fd_.reset(::open(w.temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+        if (!w.fd_ && errno != EEXIST) return sys_error("create", w.temp_path_, errno);
+    }
+    if (!w.fd_) return sys_error("create", w.temp_path_, EEXIST);
+    w.state_ = State::Created;  // from here on the destructor removes the file
+    struct stat st {};
+    if (::fstat(w.fd_.get(), &st) != 0) return sys_error("fstat", w.temp_path_, errno);
+    w.queue_dir_ = queue_dir;
+    w.arrival_us_ = now_us;
+    w.id_ = make_id(static_cast<uint64_t>(now_us), static_cast<uint64_t>(st.st_ino));
+    return w;
+}
+
+Writer::Writer(Writer&& o) noexcept
+    : queue_dir_(std::move(o.queue_dir_)),
+      temp_path_(std::move(o.temp_path_)),
+      id_(std::move(o.id_)),
+      fd_(std::move(o.fd_)),
+      arrival_us_(o.arrival_us_),
+      buf_(std::move(o.buf_)),
+      content_size_(o.content_size_),
+      state_(std::exchange(o.state_, State::Closed)),
+      failed_(o.failed_) {}
+
+Writer& Writer::operator=(Writer&& o) noexcept {
+    if (this != &o) {
+        abort();
+        queue_dir_ = std::move(o.queue_dir_);
+        temp_path_ = std::move(o.temp_path_);
+        id_ = std::move(o.id_);
+        fd_ = std::move(o.fd_);
+        arrival_us_ = o.arrival_us_;
+        buf_ = std::move(o.buf_);
+        content_size_ = o.content_size_;
+        state_ = std::exchange(o.state_, State::Closed);
+        failed_ = o.failed_;
+    }
+    return *this;
+}
+
+Writer::~Writer() { abort(); }
+
+void Writer::abort() noexcept {
+    if (state_ == State::Created || state_ == State::Envelope || state_ == State::Finished) {
+        if (::unlink(temp_path_.c_str()) != 0 && errno != ENOENT)
+            log::warn("%s: remove %s: %s", id_.c_str(), temp_path_.c_str(), errno_text(errno).c_str());
+        state_ = State::Closed;
+    }
+    fd_.reset();
+}
+
+Error Writer::fail_sys(const char* op, const std::string& what, int err) {
+    failed_ = true;
+    return sys_error(op, what, err);
+}
+
+Result<void> Writer::check_usable() const {
+    if (failed_) return Error::temp("queue file " + temp_path_ + ": an earlier write failed");
+    return {};
+}
+
+Result<void> Writer::write_raw(std::string_view bytes) {
+    while (!bytes.empty()) {
+        ssize_t n = ::write(fd_.get(), bytes.data(), bytes.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return fail_sys("write", temp_path_, errno);
+        }
+        if (n == 0) return fail_sys("write", temp_path_, EIO);  // cannot happen; do not spin
+        bytes.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return {};
+}
+
+Result<void> Writer::write_record(char type, std::string_view payload) {
+    char hdr[RecHeaderSize];
+    hdr[0] = type;
+    put_u32(hdr + 1, static_cast<uint32_t>(payload.size()));
+    if (auto r = write_raw(std::string_view(hdr, sizeof hdr)); !r) return r;
+    return write_raw(payload);
+}
+
+Result<void> Writer::write_envelope(const Envelope& env) {
+    POSTERN_ASSERT(state_ == State::Created);
+    if (auto r = check_usable(); !r) return r;
+    if (!valid_ret(env.ret)) return Error::perm("queue file " + id_ + ": bad RET value");
+    if (!valid_body(env.body)) return Error::perm("queue file " + id_ + ": bad BODY value");
+
+    std::string out;
+    auto field = [&](char type, const std::string& value) -> bool {
+        if (value.size() > MaxRecordSize) return false;
+        append_record(out, type, value);
+        return true;
+    };
+    auto optional = [&](char type, const std::string& value) { return value.empty() || field(type, value); };
+    bool ok = field(RecVersion, std::string(FormatVersion)) && field(RecTime, std::to_string(arrival_us_)) &&
+              field(RecId, id_) && optional(RecClientName, env.client_name) &&
+              optional(RecClientAddr, env.client_addr) && optional(RecHelo, env.helo) &&
+              optional(RecProtocol, env.protocol) && optional(RecSaslMethod, env.sasl_method) &&
+              optional(RecSaslUsername, env.sasl_username) && optional(RecOrigin, env.origin) &&
+              field(RecSender, env.sender) && optional(RecEnvid, env.envid) && optional(RecRet, env.ret) &&
+              optional(RecBody, env.body) && (!env.smtputf8 || field(RecSmtputf8, "1"));
+    if (!ok) return Error::perm("queue file " + id_ + ": envelope field too long");
+
+    std::string rcpt;
+    for (const auto& r : env.recipients) {
+        if (r.address.empty() || r.address.size() > UINT16_MAX ||
+            RcptFixedSize + r.address.size() + r.orcpt.size() > MaxRecordSize)
+            return Error::perm("queue file " + id_ + ": bad recipient address length");
+        if (!valid_status(r.status) || !valid_notify(r.notify))
+            return Error::perm("queue file " + id_ + ": bad recipient status or NOTIFY");
+        rcpt.clear();
+        rcpt += r.status;
+        rcpt += static_cast<char>(r.notify);
+        rcpt += static_cast<char>(r.address.size() >> 8);
+        rcpt += static_cast<char>(r.address.size() & 0xff);
+        rcpt += r.address;
+        rcpt += r.orcpt;
+        append_record(out, RecRecipient, rcpt);
+    }
+    append_record(out, RecMessage, {});
+    if (auto r = write_raw(out); !r) return r;
+    state_ = State::Envelope;
+    buf_.reserve(ContentChunk);
+    return {};
+}
+
+Result<void> Writer::append(std::string_view bytes) {
+    POSTERN_ASSERT(state_ == State::Envelope);
+    if (auto r = check_usable(); !r) return r;
+    content_size_ += bytes.size();
+    while (!bytes.empty()) {
+        if (buf_.empty() && bytes.size() >= ContentChunk) {
+            // Whole chunks straight from the caller's bytes: no copy.
+            if (auto r = write_record(RecContent, bytes.substr(0, ContentChunk)); !r) return r;
+            bytes.remove_prefix(ContentChunk);
+            continue;
+        }
+        std::size_t take = std::min(ContentChunk - buf_.size(), bytes.size());
+        buf_.append(bytes.substr(0, take));
+        bytes.remove_prefix(take);
+        if (buf_.size() == ContentChunk) {
+            if (auto r = write_record(RecContent, buf_); !r) return r;
+            buf_.clear();
+        }
+    }
+    return {};
+}
+
+Result<void> Writer::finish() {
+    POSTERN_ASSERT(state_ == State::Envelope);
+    if (auto r = check_usable(); !r) return r;
+    if (!buf_.empty()) {
+        if (auto r = write_record(RecContent, buf_); !r) return r;
+        buf_.clear();
+    }
+    buf_.shrink_to_fit();
+    if (auto r = write_record(RecEnd, {}); !r) return r;
+    state_ = State::Finished;
+    return {};
+}
+
+Result<void> Writer::commit() {
+    POSTERN_ASSERT(state_ == State::Finished);
+    if (auto r = check_usable(); !r) return r;
+    if (::fsync(fd_.get()) != 0) return fail_sys("fsync", temp_path_, errno);
+    // Note: close errors matter on NFS, where write errors may show up only here.
+    if (::close(fd_.release()) != 0 && errno != EINTR) return fail_sys("close", temp_path_, errno);
+    const std::string dir = join_path(queue_dir_, Incoming);
+    const std::string path = join_path(dir, id_);
+    if (int err = rename_noreplace(temp_path_, path); err != 0)
+        return fail_sys("rename", temp_path_ + " to " + path, err);
+    state_ = State::Committed;
+    if (auto r = fs::fsync_dir(dir); !r) {
+        // The name may not survive a crash. Report "not queued" and take the
+        // file back, so a client that retries does not make a duplicate.
+        failed_ = true;
+        if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+            log::warn("%s: remove %s: %s", id_.c_str(), path.c_str(), errno_text(errno).c_str());
+        state_ = State::Closed;
+        return r;
+    }
+    return {};
+}
+
+}  // namespace postern::queue

@@ -1,0 +1,42 @@
+// smtpd/recipients.cpp - system users and alias keys as the local recipient table.
+#include "smtpd/recipients.hpp"
+
+#include <pwd.h>
+
+#include "log/log.hpp"
+#include "util/strings.hpp"
+
+namespace postern::smtpd {
+
+void LocalRecipients::load(const config::Params& p) {
+    // Note: a snapshot taken before the chroot; smtpd processes are short-lived
+    // (max_use, max_idle), so new users are seen within minutes.
+    setpwent();
+    while (passwd* pw = getpwent()) users_.insert(util::to_lower(pw->pw_name));
+    endpwent();
+    for (auto& spec : util::split_list(p.alias_maps)) {
+        auto m = maps::open(spec, maps::Format::Aliases);
+        if (!m) {
+            log::warn("alias_maps: %s; only system users are local recipients", m.error().text.c_str());
+            continue;
+        }
+        maps_.push_back(std::move(*m));
+    }
+}
+
+std::optional<bool> LocalRecipients::exists(std::string_view local) const {
+    std::string key = util::to_lower(local);
+    if (users_.count(key)) return true;
+    for (auto& m : maps_) {
+        auto r = m->lookup(key);
+        if (!r) {
+            log::warn("%s: lookup of %s failed: %s", m->spec().c_str(), util::printable(key).c_str(),
+                      r.error().text.c_str());
+            return std::nullopt;
+        }
+        if (*r) return true;
+    }
+    return false;
+}
+
+}  // namespace postern::smtpd

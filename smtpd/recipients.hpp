@@ -1,0 +1,40 @@
+// NAME
+//   smtpd/recipients.hpp - who is a local recipient
+// PURPOSE
+//   Answers "does this local part exist?" for RCPT validation: system users
+//   (read from the password database before the chroot) plus the keys of
+//   alias_maps. Pluggable so virtual users can join later. Not delivery:
+//   aliases are only checked for existence here, never expanded.
+// SYNOPSIS
+//   LocalRecipients r;  r.load(params);   // as root, before the jail
+//   r.exists("alice");                    // std::optional<bool>
+// ERRORS
+//   A map that fails at lookup time gives nullopt (try later, 451).
+// SECURITY
+//   Keys are lower-cased local parts; nothing is executed.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <vector>
+
+#include "config/config.hpp"
+#include "maps/maps.hpp"
+
+namespace postern::smtpd {
+
+class LocalRecipients {
+public:
+    void load(const config::Params& p);
+    std::optional<bool> exists(std::string_view local) const;
+    void add_user(std::string name) { users_.insert(std::move(name)); }
+
+private:
+    std::unordered_set<std::string> users_;
+    std::vector<std::unique_ptr<maps::Map>> maps_;
+};
+
+}  // namespace postern::smtpd

@@ -1,0 +1,56 @@
+// NAME
+//   smtpd/server.hpp - smtpd's connection handling on libevent
+// PURPOSE
+//   Owns the per-process state of smtpd (settings, local recipient table,
+//   commit pool) and, for each accepted connection, a bufferevent feeding a
+//   Session and carrying its replies, with timeouts, back-pressure while a
+//   commit is in flight, and a per-client connection limit. Not the SMTP
+//   logic (smtpd/session.cpp) and not the queue format (lib/queue).
+// SYNOPSIS
+//   Server srv(ctx, recipients);      // after the jail
+//   srv.accept(std::move(conn));      // from the service skeleton
+// ERRORS
+//   Queue and commit failures reach the client as 451 4.3.0.
+// SEE ALSO
+//   smtpd/session.hpp, service/service.hpp, queue/queue.hpp
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "queue/queue.hpp"
+#include "service/service.hpp"
+#include "smtpd/recipients.hpp"
+#include "smtpd/session.hpp"
+
+namespace postern::smtpd {
+
+class Server : public Backend {
+public:
+    Server(service::Context& ctx, LocalRecipients recipients);
+    ~Server() override;
+    void accept(service::Connection conn);
+
+    // Backend
+    std::optional<bool> local_user_exists(std::string_view local) override;
+    Result<std::unique_ptr<MessageWriter>> open_message(const Envelope& env) override;
+    void commit(std::unique_ptr<MessageWriter> w, std::function<void(Result<std::string>)> done) override;
+    std::int64_t now_us() override;
+
+private:
+    struct Conn;
+    void reap();
+    void trigger_qmgr();
+
+    service::Context& ctx_;
+    Settings settings_;
+    LocalRecipients recipients_;
+    std::string queue_dir_;
+    queue::CommitPool pool_;
+    std::map<Conn*, std::unique_ptr<Conn>> conns_;
+    std::map<std::string, int> per_client_;
+    event::Event reaper_;
+};
+
+}  // namespace postern::smtpd

@@ -1,0 +1,768 @@
+// Unit tests for lib/queue: IDs, the queue file format (round trips, truncation, garbage), status updates, housekeeping, CommitPool.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "event/event.hpp"
+#include "fs/fs.hpp"
+#include "queue/queue.hpp"
+
+using namespace postern;
+using namespace std::chrono_literals;
+using namespace std::string_literals;
+
+namespace {
+
+constexpr int64_t Now = 1'700'000'000'123'456;  // an arrival time in 2023, in microseconds
+
+struct TempDir {
+    std::string path;
+    TempDir() {
+        char tmpl[] = "/tmp/postern-queue-test-XXXXXX";
+        REQUIRE(::mkdtemp(tmpl) != nullptr);
+        path = tmpl;
+        auto r = queue::make_dirs(path);
+        INFO("make_dirs: " << (r ? "" : r.error().text));
+        REQUIRE(r);
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+    std::string operator/(const std::string& name) const { return path + "/" + name; }
+};
+
+std::vector<std::string> list(const std::string& dir) {
+    std::vector<std::string> names;
+    for (auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+std::string slurp(const std::string& path) {
+    auto r = fs::read_file(path, 64 << 20);
+    INFO("read " << path << ": " << (r ? "" : r.error().text));
+    REQUIRE(r);
+    return *r;
+}
+
+// An in-memory file holding bytes, like the fuzz target uses.
+UniqueFd memfd_with(std::string_view bytes) {
+    UniqueFd fd(::memfd_create("queue-test", MFD_CLOEXEC));
+    REQUIRE(fd);
+    REQUIRE(fs::write_all(fd.get(), bytes));
+    return fd;
+}
+
+std::string rec(char type, std::string_view payload) {
+    std::string r(1, type);
+    auto n = static_cast<uint32_t>(payload.size());
+    for (int shift = 24; shift >= 0; shift -= 8) r += static_cast<char>(n >> shift);
+    r += payload;
+    return r;
+}
+
+std::string rcpt(char status, unsigned notify, const std::string& addr, const std::string& orcpt = "") {
+    std::string p;
+    p += status;
+    p += static_cast<char>(notify);
+    p += static_cast<char>(addr.size() >> 8);
+    p += static_cast<char>(addr.size() & 0xff);
+    return p + addr + orcpt;
+}
+
+const std::string GoodId = queue::make_id(static_cast<uint64_t>(Now), 4242);
+
+// The smallest well-formed file, as records, so tests can vary one piece.
+std::string minimal_file(const std::string& middle = "", const std::string& content = rec('B', "hi\r\n")) {
+    return rec('V', "1") + rec('T', std::to_string(Now)) + rec('I', GoodId) + rec('S', "a@b") + middle +
+           rec('R', rcpt('P', 0, "c@d")) + rec('M', "") + content + rec('E', "");
+}
+
+queue::Envelope full_envelope() {
+    queue::Envelope e;
+    e.client_name = "mail.example.org";
+    e.client_addr = "192.0.2.1";
+    e.helo = "mail.example.org";
+    e.protocol = "ESMTPSA";
+    e.sasl_method = "PLAIN";
+    e.sasl_username = "alice";
+    e.origin = "smtpd";
+    e.sender = "alice@example.org";
+    e.envid = "QQ314159";
+    e.ret = "HDRS";
+    e.body = "8BITMIME";
+    e.smtputf8 = true;
+    e.recipients = {
+        {"bob@example.com", "rfc822;bob@example.com", queue::NotifySuccess | queue::NotifyFailure},
+        {"carol@example.net", "", queue::NotifyNever},
+        {"dave@example.com", "", 0, queue::StatusDone},
+        {"erin@example.com", "utf-8;erin@example.com", queue::NotifyDelay, queue::StatusFailed},
+    };
+    return e;
+}
+
+std::string binary_content(std::size_t n) {
+    std::string s(n, '\0');
+    std::mt19937 rng(7);
+    for (auto& c : s) c = static_cast<char>(rng());
+    return s;
+}
+
+// Writes and commits a message in one go; returns its ID.
+std::string commit_message(const std::string& dir, const queue::Envelope& env, std::string_view content,
+                           std::size_t piece = 4096) {
+    auto w = queue::Writer::create(dir, Now);
+    INFO("create: " << (w ? "" : w.error().text));
+    REQUIRE(w);
+    REQUIRE(w->write_envelope(env));
+    for (std::size_t i = 0; i < content.size(); i += piece) REQUIRE(w->append(content.substr(i, piece)));
+    REQUIRE(w->content_size() == content.size());
+    REQUIRE(w->finish());
+    auto c = w->commit();
+    INFO("commit: " << (c ? "" : c.error().text));
+    REQUIRE(c);
+    return w->id();
+}
+
+struct Read {
+    Result<queue::Envelope> env = Error::temp("not read");
+    Result<void> content = Error::temp("not read");
+    std::string bytes;
+    std::vector<std::size_t> chunks;
+};
+
+Read read_all(int fd) {
+    Read out;
+    uint64_t off = 0;
+    out.env = queue::read_envelope(fd, &off);
+    if (!out.env) return out;
+    out.content = queue::read_content(fd, off, [&](std::string_view chunk) -> Result<void> {
+        out.bytes += chunk;
+        out.chunks.push_back(chunk.size());
+        return {};
+    });
+    return out;
+}
+
+std::string error_of(const Read& r) {
+    if (!r.env) return r.env.error().text;
+    if (!r.content) return r.content.error().text;
+    return "";
+}
+
+bool is_corrupt(const Error& e) {
+    return e.kind == Error::Kind::Perm && e.text.rfind("corrupt queue file: ", 0) == 0 &&
+           e.text.find(" at offset ") != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("make_id: fixed-width time, then the inode without leading zeros") {
+    struct Case {
+        uint64_t time_us, inode;
+        std::string want;
+    } cases[] = {
+        {0, 0, "000000000000"},
+        {1, 31, "00000000001_"},
+        {32, 32, "0000000001010"},
+        {31, 1024, "0000000000_100"},
+        {(uint64_t{1} << 55) - 1, 5, "___________5"},
+        {0, UINT64_MAX, "00000000000H____________"},
+        {0x123456789ABCDEull, 0xB, "4KNBTX9PH6ZC"},
+    };
+    for (const auto& c : cases) {
+        std::string got = queue::make_id(c.time_us, c.inode);
+        INFO("make_id(" << c.time_us << ", " << c.inode << "): got " << got << ", want " << c.want);
+        CHECK(got == c.want);
+        CHECK(queue::valid_id(got));
+        auto t = queue::id_time_us(got);
+        REQUIRE(t);
+        INFO("id_time_us: got " << *t << ", want " << c.time_us);
+        CHECK(*t == c.time_us);
+    }
+}
+
+TEST_CASE("make_id: IDs sort by arrival time whatever the inode") {
+    std::mt19937_64 rng(1);
+    std::vector<uint64_t> times = {0, 1, 31, 32, 33, 1023, 1024, 1025, uint64_t(Now), uint64_t(Now) + 1};
+    for (int i = 0; i < 200; ++i) times.push_back(rng() >> 9);  // < 2^55
+    std::sort(times.begin(), times.end());
+    times.erase(std::unique(times.begin(), times.end()), times.end());
+    for (std::size_t i = 1; i < times.size(); ++i) {
+        std::string a = queue::make_id(times[i - 1], rng());
+        std::string b = queue::make_id(times[i], rng() >> (rng() % 64));
+        INFO("got " << a << " >= " << b << ", want " << a << " < " << b);
+        CHECK(a < b);
+    }
+}
+
+TEST_CASE("valid_id table") {
+    struct Case {
+        std::string id;
+        bool want;
+    } cases[] = {
+        {"000000000000", true},
+        {"1KX3BCDFGHJ5", true},
+        {"00000000000H____________", true},   // largest 64-bit inode
+        {"00000000000J000000000000", false},  // inode past 64 bits
+        {"00000000000_____________", false},
+        {"0000000000012345678912345", false},  // 25 characters
+        {"", false},
+        {"00000000000", false},    // time only
+        {"000000000000Z", false},  // leading zero in the inode
+        {"0000000000A1", false},   // vowel
+        {"0000000000E1", false},
+        {"0000000000b1", false},   // lower case
+        {"00000000/001", false},
+        {"00000000.001", false},
+        {"../../../etc/passwd", false},
+        {std::string("00000000000\0" "1", 13), false},
+    };
+    for (const auto& c : cases) {
+        INFO("valid_id(\"" << c.id << "\"): got " << !c.want << ", want " << c.want);
+        CHECK(queue::valid_id(c.id) == c.want);
+        CHECK(queue::id_time_us(c.id).has_value() == c.want);
+    }
+}
+
+TEST_CASE("Writer: round trip of every envelope field and binary content") {
+    TempDir dir;
+    struct Case {
+        std::size_t size, piece;
+        std::size_t want_chunks;
+    } cases[] = {
+        {0, 1, 0},
+        {1, 1, 1},
+        {300, 1, 1},                             // byte at a time
+        {64 * 1024, 4096, 1},                    // exactly one chunk
+        {64 * 1024 + 1, 64 * 1024 + 1, 2},       // one more byte
+        {3 * 64 * 1024 + 17, 5000, 4},           // several chunks, pieces across chunk borders
+        {5 * 64 * 1024, 200 * 1024, 5},          // large pieces, no copy
+    };
+    for (const auto& c : cases) {
+        INFO("content size " << c.size << " in pieces of " << c.piece);
+        queue::Envelope in = full_envelope();
+        std::string content = binary_content(c.size);
+        std::string id = commit_message(dir.path, in, content, c.piece);
+        CHECK(queue::valid_id(id));
+        CHECK(queue::id_time_us(id) == uint64_t(Now));
+
+        UniqueFd fd(::open((dir / "incoming/" + id).c_str(), O_RDONLY | O_CLOEXEC));
+        REQUIRE(fd);
+        struct stat st {};
+        REQUIRE(::fstat(fd.get(), &st) == 0);
+        INFO("mode: got " << std::oct << (st.st_mode & 07777) << ", want 600");
+        CHECK((st.st_mode & 07777) == 0600);
+        Read got = read_all(fd.get());
+        INFO("read: " << error_of(got));
+        REQUIRE(got.env);
+        REQUIRE(got.content);
+        const queue::Envelope& out = *got.env;
+        CHECK(out.arrival_us == Now);
+        CHECK(out.queue_id == id);
+        CHECK(out.client_name == in.client_name);
+        CHECK(out.client_addr == in.client_addr);
+        CHECK(out.helo == in.helo);
+        CHECK(out.protocol == in.protocol);
+        CHECK(out.sasl_method == in.sasl_method);
+        CHECK(out.sasl_username == in.sasl_username);
+        CHECK(out.origin == in.origin);
+        CHECK(out.sender == in.sender);
+        CHECK(out.envid == in.envid);
+        CHECK(out.ret == in.ret);
+        CHECK(out.body == in.body);
+        CHECK(out.smtputf8);
+        REQUIRE(out.recipients.size() == in.recipients.size());
+        for (std::size_t i = 0; i < in.recipients.size(); ++i) {
+            INFO("recipient " << i << ": got " << out.recipients[i].address << ", want " << in.recipients[i].address);
+            CHECK(out.recipients[i].address == in.recipients[i].address);
+            CHECK(out.recipients[i].orcpt == in.recipients[i].orcpt);
+            CHECK(out.recipients[i].notify == in.recipients[i].notify);
+            CHECK(out.recipients[i].status == in.recipients[i].status);
+            CHECK(out.recipients[i].status_offset > 0);
+        }
+        INFO("content: got " << got.bytes.size() << " bytes, want " << content.size());
+        CHECK(got.bytes == content);
+        INFO("chunks: got " << got.chunks.size() << ", want " << c.want_chunks);
+        CHECK(got.chunks.size() == c.want_chunks);
+        for (auto n : got.chunks) CHECK(n <= queue::ContentChunk);
+    }
+    std::vector<std::string> names = list(dir / "incoming");
+    INFO("incoming holds " << names.size() << " files, want " << std::size(cases));
+    CHECK(names.size() == std::size(cases));
+    for (const auto& n : names) CHECK(queue::valid_id(n));
+}
+
+TEST_CASE("Writer: null sender and no optional fields") {
+    TempDir dir;
+    queue::Envelope in;
+    in.recipients = {{"postmaster", ""}};
+    std::string id = commit_message(dir.path, in, "Subject: x\r\n\r\nhi\r\n");
+    UniqueFd fd(::open((dir / "incoming/" + id).c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(fd);
+    Read got = read_all(fd.get());
+    INFO("read: " << error_of(got));
+    REQUIRE(got.env);
+    CHECK(got.env->sender.empty());
+    CHECK(got.env->client_name.empty());
+    CHECK(got.env->ret.empty());
+    CHECK(got.env->body.empty());
+    CHECK_FALSE(got.env->smtputf8);
+    REQUIRE(got.env->recipients.size() == 1);
+    CHECK(got.env->recipients[0].address == "postmaster");
+    CHECK(got.bytes == "Subject: x\r\n\r\nhi\r\n");
+}
+
+TEST_CASE("Writer: envelope values that cannot be stored are refused") {
+    TempDir dir;
+    struct Case {
+        const char* what;
+        void (*change)(queue::Envelope&);
+    } cases[] = {
+        {"bad RET", [](queue::Envelope& e) { e.ret = "SOME"; }},
+        {"bad BODY", [](queue::Envelope& e) { e.body = "9BIT"; }},
+        {"empty recipient", [](queue::Envelope& e) { e.recipients[0].address.clear(); }},
+        {"long recipient", [](queue::Envelope& e) { e.recipients[0].address.assign(70000, 'x'); }},
+        {"bad status", [](queue::Envelope& e) { e.recipients[0].status = 'X'; }},
+        {"NOTIFY=NEVER,SUCCESS", [](queue::Envelope& e) { e.recipients[0].notify = 3; }},
+        {"NOTIFY bit 16", [](queue::Envelope& e) { e.recipients[0].notify = 16; }},
+    };
+    for (const auto& c : cases) {
+        INFO(c.what << ": got success, want Error::perm");
+        queue::Envelope env = full_envelope();
+        c.change(env);
+        auto w = queue::Writer::create(dir.path, Now);
+        REQUIRE(w);
+        auto r = w->write_envelope(env);
+        REQUIRE_FALSE(r);
+        CHECK(r.error().kind == Error::Kind::Perm);
+    }
+    INFO("temp files left: got " << list(dir / "incoming").size() << ", want 0");
+    CHECK(list(dir / "incoming").empty());
+}
+
+TEST_CASE("read_envelope: malformed files are corrupt, with what and where") {
+    struct Case {
+        const char* what;
+        std::string file;
+        std::string want;  // substring of the error text
+    } cases[] = {
+        {"empty file", "", "missing version record at offset 0"},
+        {"no version first", rec('T', "1") + minimal_file(), "missing version record at offset 0"},
+        {"version 2", rec('V', "2") + minimal_file().substr(6), "unsupported version"},
+        {"unknown type", minimal_file(rec('X', "")), "unknown record type 'X'"},
+        {"unknown binary type", minimal_file(rec('\x01', "")), "unknown record type 0x01"},
+        {"duplicate sender", minimal_file(rec('S', "x@y")), "duplicate record 'S'"},
+        {"duplicate version", minimal_file(rec('V', "1")), "duplicate record 'V'"},
+        {"missing sender",
+         rec('V', "1") + rec('T', "5") + rec('I', GoodId) + rec('M', "") + rec('E', ""),
+         "missing record 'S' before message start"},
+        {"missing ID", rec('V', "1") + rec('T', "5") + rec('S', "") + rec('M', "") + rec('E', ""),
+         "missing record 'I'"},
+        {"missing time", rec('V', "1") + rec('I', GoodId) + rec('S', "") + rec('M', "") + rec('E', ""),
+         "missing record 'T'"},
+        {"missing message start", rec('V', "1") + rec('T', "5") + rec('I', GoodId) + rec('S', ""),
+         "missing message start record"},
+        {"missing end", minimal_file().substr(0, minimal_file().size() - 5), "missing end record"},
+        {"data after end", minimal_file() + rec('B', "x"), "data after end record"},
+        {"garbage after end", minimal_file() + "\n", "data after end record"},
+        {"content before start", minimal_file(rec('B', "x")), "content record outside message"},
+        {"envelope record in message", minimal_file("", rec('R', rcpt('P', 0, "x@y"))),
+         "envelope record 'R' in message"},
+        {"second message start", minimal_file("", rec('M', "")), "envelope record 'M' in message"},
+        {"non-empty end", minimal_file().substr(0, minimal_file().size() - 5) + rec('E', "x"),
+         "non-empty end record"},
+        {"bad time", minimal_file().replace(6, 5 + std::to_string(Now).size(), rec('T', "12x")), "bad arrival time"},
+        {"duplicate ID", minimal_file(rec('I', GoodId)), "duplicate record 'I'"},
+        {"bad ID", rec('V', "1") + rec('T', "5") + rec('I', "abc") + rec('S', "") + rec('M', "") + rec('E', ""),
+         "bad queue ID"},
+        {"bad RET", minimal_file(rec('r', "FOO")), "bad RET value"},
+        {"empty BODY", minimal_file(rec('b', "")), "bad BODY value"},
+        {"bad SMTPUTF8", minimal_file(rec('U', "yes")), "bad SMTPUTF8 record"},
+        {"short recipient", minimal_file(rec('R', "P\0\0"s)), "short recipient record"},
+        {"recipient status", minimal_file(rec('R', rcpt('X', 0, "x@y"))), "bad recipient status"},
+        {"recipient NOTIFY", minimal_file(rec('R', rcpt('P', 0x10, "x@y"))), "bad recipient NOTIFY flags"},
+        {"NOTIFY never+delay", minimal_file(rec('R', rcpt('P', 9, "x@y"))), "bad recipient NOTIFY flags"},
+        {"address past payload", minimal_file(rec('R', rcpt('P', 0, "x@y").substr(0, 6))),
+         "bad recipient address length"},
+        {"empty address", minimal_file(rec('R', rcpt('P', 0, ""))), "bad recipient address length"},
+        {"huge length", rec('V', "1") + "S\xff\xff\xff\xff" "abc", "record 'S' too long"},
+        {"length past end", rec('V', "1") + "S\0\0\1\0abc"s, "record 'S' length past end of file"},
+        {"truncated header", rec('V', "1") + "S\0\0"s, "truncated record header"},
+    };
+    for (const auto& c : cases) {
+        UniqueFd fd = memfd_with(c.file);
+        Read got = read_all(fd.get());
+        INFO(c.what << ": got \"" << error_of(got) << "\", want \"" << c.want << "\"");
+        REQUIRE_FALSE(got.env);
+        CHECK(is_corrupt(got.env.error()));
+        CHECK(got.env.error().text.find(c.want) != std::string::npos);
+    }
+    // And the base file itself is fine, so each case fails for its own reason.
+    UniqueFd fd = memfd_with(minimal_file());
+    Read got = read_all(fd.get());
+    INFO("minimal file: got \"" << error_of(got) << "\", want success");
+    CHECK(got.env);
+    CHECK(got.content);
+    CHECK(got.bytes == "hi\r\n");
+}
+
+TEST_CASE("read_envelope: a record over 64 MiB is refused before anything is allocated") {
+    // A sparse 70 MiB file whose record claims 65 MiB: inside the file, over the cap.
+    std::string head = rec('V', "1") + "S";
+    const uint32_t len = 65u << 20;
+    for (int shift = 24; shift >= 0; shift -= 8) head += static_cast<char>(len >> shift);
+    UniqueFd fd = memfd_with(head);
+    REQUIRE(::ftruncate(fd.get(), 70 << 20) == 0);
+    auto r = queue::read_envelope(fd.get());
+    INFO("got \"" << (r ? "success" : r.error().text) << "\", want record too long");
+    REQUIRE_FALSE(r);
+    CHECK(r.error().text.find("record 'S' too long at offset 6") != std::string::npos);
+}
+
+TEST_CASE("read_envelope: every truncation of a committed file is corrupt, the whole file is not") {
+    TempDir dir;
+    queue::Envelope env = full_envelope();
+    std::string id = commit_message(dir.path, env, "Subject: t\r\n\r\nbody\r\n");
+    const std::string file = slurp(dir / "incoming/" + id);
+    for (std::size_t n = 0; n < file.size(); ++n) {
+        UniqueFd fd = memfd_with(std::string_view(file).substr(0, n));
+        uint64_t off = 0;
+        auto r = queue::read_envelope(fd.get(), &off);
+        INFO("prefix of " << n << " of " << file.size() << " bytes: got " << (r ? "success" : r.error().text)
+                          << ", want corrupt");
+        REQUIRE_FALSE(r);
+        CHECK(is_corrupt(r.error()));
+    }
+    // read_content alone must not accept a prefix either (content starts after 'M').
+    uint64_t content_off = 0;
+    {
+        UniqueFd fd = memfd_with(file);
+        Read got = read_all(fd.get());
+        INFO("whole file: got \"" << error_of(got) << "\", want success");
+        REQUIRE(got.env);
+        REQUIRE(got.content);
+        REQUIRE(queue::read_envelope(fd.get(), &content_off));
+    }
+    for (std::size_t n = content_off; n < file.size(); ++n) {
+        UniqueFd fd = memfd_with(std::string_view(file).substr(0, n));
+        auto r = queue::read_content(fd.get(), content_off, [](std::string_view) -> Result<void> { return {}; });
+        INFO("read_content on a prefix of " << n << " bytes: got " << (r ? "success" : r.error().text)
+                                            << ", want corrupt");
+        REQUIRE_FALSE(r);
+        CHECK(is_corrupt(r.error()));
+    }
+}
+
+TEST_CASE("read_envelope: garbage never crashes and is rejected") {
+    std::mt19937 rng(12345);
+    for (int i = 0; i < 2000; ++i) {
+        std::string junk(rng() % 300, '\0');
+        for (auto& c : junk) c = static_cast<char>(rng());
+        // Half of them start like a queue file, to get past the first check.
+        if (i % 2 == 1) junk = rec('V', "1") + junk;
+        UniqueFd fd = memfd_with(junk);
+        Read got = read_all(fd.get());
+        INFO("input " << i << ": got success, want corrupt");
+        REQUIRE_FALSE(got.env);
+        CHECK(got.env.error().kind == Error::Kind::Perm);
+    }
+    // Single-byte mutations of a valid file: any outcome but a crash; an accepted
+    // file must also have readable content.
+    const std::string good = minimal_file(rec('c', "client") + rec('R', rcpt('D', 2, "x@y", "rfc822;x@y")));
+    for (std::size_t pos = 0; pos < good.size(); ++pos) {
+        for (int v : {0x00, 0x01, 0x7f, 0x80, 0xff, int{'E'}, int{'B'}, int{'R'}}) {
+            std::string bad = good;
+            bad[pos] = static_cast<char>(v);
+            UniqueFd fd = memfd_with(bad);
+            Read got = read_all(fd.get());
+            if (got.env) {
+                INFO("mutation at " << pos << " to " << v << ": envelope ok, content got " << error_of(got));
+                CHECK(got.content);
+            } else {
+                CHECK(got.env.error().kind == Error::Kind::Perm);
+            }
+        }
+    }
+}
+
+TEST_CASE("set_recipient_status: rewrites in place and refuses a wrong offset") {
+    TempDir dir;
+    std::string id = commit_message(dir.path, full_envelope(), "x\r\n");
+    const std::string path = dir / "incoming/" + id;
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    REQUIRE(fd);
+    auto env = queue::read_envelope(fd.get());
+    REQUIRE(env);
+    const std::string before = slurp(path);
+
+    queue::Recipient r0 = env->recipients[0];
+    struct Bad {
+        const char* what;
+        queue::Recipient r;
+        char status;
+    } bad[] = {
+        {"offset + 1", {r0.address, "", 0, 'P', r0.status_offset + 1}, 'D'},
+        {"offset - 1", {r0.address, "", 0, 'P', r0.status_offset - 1}, 'D'},
+        {"offset 0", {r0.address, "", 0, 'P', 0}, 'D'},
+        {"offset past end", {r0.address, "", 0, 'P', before.size() + 10}, 'D'},
+        {"offset far past end", {r0.address, "", 0, 'P', UINT64_MAX}, 'D'},
+        {"other address", {"mallory@example.com", "", 0, 'P', r0.status_offset}, 'D'},
+        {"other recipient's offset", {r0.address, "", 0, 'P', env->recipients[1].status_offset}, 'D'},
+        {"bad new status", r0, 'X'},
+    };
+    for (const auto& b : bad) {
+        auto r = queue::set_recipient_status(fd.get(), b.r, b.status);
+        INFO(b.what << ": got " << (r ? "success" : r.error().text) << ", want an error");
+        CHECK_FALSE(r);
+    }
+    INFO("file changed by refused updates: got changed, want unchanged");
+    REQUIRE(slurp(path) == before);
+
+    REQUIRE(queue::set_recipient_status(fd.get(), env->recipients[0], 'D'));
+    REQUIRE(queue::set_recipient_status(fd.get(), env->recipients[1], 'F'));
+    REQUIRE(queue::set_recipient_status(fd.get(), env->recipients[3], 'P'));
+    auto again = queue::read_envelope(fd.get());
+    REQUIRE(again);
+    const char want[] = {'D', 'F', 'D', 'P'};
+    for (std::size_t i = 0; i < 4; ++i) {
+        INFO("recipient " << i << ": got " << again->recipients[i].status << ", want " << want[i]);
+        CHECK(again->recipients[i].status == want[i]);
+    }
+    CHECK(slurp(path).size() == before.size());
+}
+
+TEST_CASE("Writer: abort, destructor and moves leave no temp file") {
+    TempDir dir;
+    const std::string incoming = dir / "incoming";
+    {
+        auto w = queue::Writer::create(dir.path, Now);
+        REQUIRE(w);
+        REQUIRE(list(incoming).size() == 1);
+        CHECK(list(incoming)[0].rfind(".tmp-", 0) == 0);
+        w->abort();
+        INFO("after abort: got " << list(incoming).size() << " files, want 0");
+        CHECK(list(incoming).empty());
+        w->abort();  // twice is harmless
+    }
+    {
+        auto w = queue::Writer::create(dir.path, Now);
+        REQUIRE(w);
+        REQUIRE(w->write_envelope(full_envelope()));
+        REQUIRE(w->append("data"));
+    }
+    INFO("after destructor: got " << list(incoming).size() << " files, want 0");
+    CHECK(list(incoming).empty());
+    {
+        auto w = queue::Writer::create(dir.path, Now);
+        REQUIRE(w);
+        REQUIRE(w->write_envelope(full_envelope()));
+        queue::Writer moved(std::move(*w));
+        { queue::Writer gone(std::move(moved)); }
+        CHECK(list(incoming).empty());
+    }
+    {
+        auto a = queue::Writer::create(dir.path, Now);
+        auto b = queue::Writer::create(dir.path, Now);
+        REQUIRE(a);
+        REQUIRE(b);
+        CHECK(a->id() != b->id());
+        REQUIRE(list(incoming).size() == 2);
+        *a = std::move(*b);  // a's old file goes; b's stays with a
+        CHECK(list(incoming).size() == 1);
+        REQUIRE(a->write_envelope(full_envelope()));
+        REQUIRE(a->finish());
+        REQUIRE(a->commit());
+        a->abort();  // no-op after commit
+        CHECK(list(incoming) == std::vector<std::string>{a->id()});
+    }
+}
+
+TEST_CASE("Writer: IDs of one time stamp differ and name the committed file") {
+    TempDir dir;
+    std::set<std::string> ids;
+    for (int i = 0; i < 20; ++i) ids.insert(commit_message(dir.path, full_envelope(), "x"));
+    INFO("distinct IDs: got " << ids.size() << ", want 20");
+    CHECK(ids.size() == 20);
+    auto names = list(dir / "incoming");
+    CHECK(std::set<std::string>(names.begin(), names.end()) == ids);
+}
+
+TEST_CASE("Writer: a commit failure is an error and leaves nothing queued") {
+    TempDir dir;
+    auto w = queue::Writer::create(dir.path, Now);
+    REQUIRE(w);
+    REQUIRE(w->write_envelope(full_envelope()));
+    REQUIRE(w->finish());
+    std::filesystem::rename(dir / "incoming", dir / "gone");
+    auto r = w->commit();
+    INFO("commit: got " << (r ? "success" : r.error().text) << ", want a rename error");
+    REQUIRE_FALSE(r);
+    CHECK(r.error().kind == Error::Kind::Temp);
+    CHECK(r.error().text.find("rename") != std::string::npos);
+}
+
+TEST_CASE("Writer: a negative clock is an error, not an ID") {
+    TempDir dir;
+    auto w = queue::Writer::create(dir.path, -1);
+    REQUIRE_FALSE(w);
+    CHECK(list(dir / "incoming").empty());
+}
+
+TEST_CASE("remove_stale_temp_files removes only temp files") {
+    TempDir dir;
+    std::string id = commit_message(dir.path, full_envelope(), "x");
+    for (auto name : {".tmp-1-0", ".tmp-99999-7", ".tmp-"}) REQUIRE(fs::atomic_write(dir / "incoming/" + name, "", 0600));
+    REQUIRE(fs::atomic_write(dir / "incoming/.other", "", 0600));
+    auto n = queue::remove_stale_temp_files(dir.path);
+    INFO("removed: got " << (n ? std::to_string(*n) : n.error().text) << ", want 3");
+    REQUIRE(n);
+    CHECK(*n == 3);
+    CHECK(list(dir / "incoming") == std::vector<std::string>{".other", id});
+    auto again = queue::remove_stale_temp_files(dir.path);
+    REQUIRE(again);
+    CHECK(*again == 0);
+    TempDir empty;
+    std::filesystem::remove(empty / "incoming");
+    CHECK_FALSE(queue::remove_stale_temp_files(empty.path));
+}
+
+TEST_CASE("move_to: between queues, refusing bad IDs and directories") {
+    TempDir dir;
+    std::string id = commit_message(dir.path, full_envelope(), "x");
+    REQUIRE(queue::move_to(dir.path, id, queue::Incoming, queue::Active));
+    CHECK(list(dir / "incoming").empty());
+    CHECK(list(dir / "active") == std::vector<std::string>{id});
+    REQUIRE(queue::move_to(dir.path, id, queue::Active, queue::Corrupt));
+    CHECK(list(dir / "corrupt") == std::vector<std::string>{id});
+
+    struct Bad {
+        std::string id, from, to;
+    } bad[] = {
+        {id, "active", "corrupt"},           // not there any more
+        {"../x", "corrupt", "active"},
+        {id, "corrupt", ".."},
+        {id, "../corrupt", "active"},
+        {id, "corrupt", "corrupt"},          // would replace itself: refused by NOREPLACE
+    };
+    for (const auto& b : bad) {
+        auto r = queue::move_to(dir.path, b.id, b.from, b.to);
+        INFO("move_to(" << b.id << ", " << b.from << ", " << b.to << "): got success, want an error");
+        CHECK_FALSE(r);
+    }
+    CHECK(list(dir / "corrupt") == std::vector<std::string>{id});
+}
+
+TEST_CASE("CommitPool: results arrive on the loop thread") {
+    TempDir dir;
+    event::Base base;
+    bool timed_out = false;
+    auto safety = event::Event::timer(base, [&] {
+        timed_out = true;
+        base.exit();
+    });
+    safety.add(10000ms);
+    const auto loop_thread = std::this_thread::get_id();
+    constexpr int N = 50;
+    std::vector<std::string> ids;
+    int off_thread = 0, errors = 0;
+    {
+        queue::CommitPool pool(base, 4);
+        std::vector<std::string> want;
+        for (int i = 0; i < N; ++i) {
+            auto w = queue::Writer::create(dir.path, Now + i);
+            REQUIRE(w);
+            REQUIRE(w->write_envelope(full_envelope()));
+            REQUIRE(w->append(binary_content(1000 + static_cast<std::size_t>(i))));
+            REQUIRE(w->finish());
+            want.push_back(w->id());
+            pool.submit(std::make_unique<queue::Writer>(std::move(*w)), [&](Result<std::string> r) {
+                if (std::this_thread::get_id() != loop_thread) ++off_thread;
+                if (r) ids.push_back(*r);
+                else ++errors;
+                if (static_cast<int>(ids.size()) + errors == N) base.exit();
+            });
+        }
+        INFO("callbacks run inside submit: got " << ids.size() << ", want 0");
+        CHECK(ids.empty());
+        base.dispatch();
+        REQUIRE_FALSE(timed_out);
+        std::sort(want.begin(), want.end());
+        std::vector<std::string> got = ids;
+        std::sort(got.begin(), got.end());
+        CHECK(got == want);
+    }
+    INFO("off-loop callbacks: got " << off_thread << ", want 0; errors: got " << errors << ", want 0");
+    CHECK(off_thread == 0);
+    CHECK(errors == 0);
+    REQUIRE(ids.size() == N);
+    for (const auto& id : ids) {
+        CHECK(queue::valid_id(id));
+        UniqueFd fd(::open((dir / "incoming/" + id).c_str(), O_RDONLY | O_CLOEXEC));
+        INFO("incoming/" << id << ": got missing, want present and readable");
+        REQUIRE(fd);
+        CHECK(read_all(fd.get()).content);
+    }
+    CHECK(list(dir / "incoming").size() == N);
+}
+
+TEST_CASE("CommitPool: a commit failure is delivered as an error") {
+    TempDir dir;
+    event::Base base;
+    auto safety = event::Event::timer(base, [&] { base.exit(); });
+    safety.add(10000ms);
+    std::optional<Result<std::string>> got;
+    {
+        queue::CommitPool pool(base, 2);
+        auto w = queue::Writer::create(dir.path, Now);
+        REQUIRE(w);
+        REQUIRE(w->write_envelope(full_envelope()));
+        REQUIRE(w->finish());
+        std::filesystem::rename(dir / "incoming", dir / "gone");
+        pool.submit(std::make_unique<queue::Writer>(std::move(*w)), [&](Result<std::string> r) {
+            got.emplace(std::move(r));
+            base.exit();
+        });
+        base.dispatch();
+    }
+    REQUIRE(got.has_value());
+    INFO("got " << (*got ? "success" : got->error().text) << ", want a temporary rename error");
+    REQUIRE_FALSE(*got);
+    CHECK(got->error().kind == Error::Kind::Temp);
+    CHECK(got->error().text.find("rename") != std::string::npos);
+}
+
+TEST_CASE("CommitPool: the destructor finishes queued work and reports it") {
+    TempDir dir;
+    event::Base base;
+    int done = 0;
+    {
+        queue::CommitPool pool(base, 1);
+        for (int i = 0; i < 10; ++i) {
+            auto w = queue::Writer::create(dir.path, Now);
+            REQUIRE(w);
+            REQUIRE(w->write_envelope(full_envelope()));
+            REQUIRE(w->finish());
+            pool.submit(std::make_unique<queue::Writer>(std::move(*w)), [&](Result<std::string> r) {
+                CHECK(r);
+                ++done;
+            });
+        }
+    }  // no loop ran
+    INFO("callbacks: got " << done << ", want 10");
+    CHECK(done == 10);
+    CHECK(list(dir / "incoming").size() == 10);
+}

@@ -1,0 +1,221 @@
+// Unit tests for smtpd/session: the SMTP state machine driven without
+// sockets through a fake Io and Backend, whole and byte at a time.
+#include <catch2/catch.hpp>
+
+#include "smtpd/session.hpp"
+
+using namespace postern;
+using namespace postern::smtpd;
+
+namespace {
+
+struct FakeIo : Io {
+    std::string out;
+    bool closed = false, tls = false, started_tls = false;
+    void reply(std::string_view t) override { out += t; }
+    void close() override { closed = true; }
+    bool tls_available() const override { return tls; }
+    bool tls_active() const override { return false; }
+    std::string tls_summary() const override { return {}; }
+    void start_tls() override { started_tls = true; }
+};
+
+struct FakeWriter : MessageWriter {
+    std::string id_ = "QID1", data;
+    bool finished = false;
+    std::string* sink;
+    explicit FakeWriter(std::string* s) : sink(s) {}
+    const std::string& id() const override { return id_; }
+    Result<void> append(std::string_view b) override {
+        data += b;
+        return {};
+    }
+    Result<void> finish() override {
+        finished = true;
+        *sink = data;
+        return {};
+    }
+};
+
+struct FakeBackend : Backend {
+    std::string stored;
+    Envelope env;
+    int commits = 0;
+    bool fail_commit = false;
+    std::function<void(Result<std::string>)> pending;  // when async
+    bool async = false;
+    std::optional<bool> local_user_exists(std::string_view l) override {
+        if (l == "down") return std::nullopt;
+        return l == "alice" || l == "bob";
+    }
+    Result<std::unique_ptr<MessageWriter>> open_message(const Envelope& e) override {
+        env = e;
+        return std::unique_ptr<MessageWriter>(std::make_unique<FakeWriter>(&stored));
+    }
+    void commit(std::unique_ptr<MessageWriter>, std::function<void(Result<std::string>)> done) override {
+        ++commits;
+        Result<std::string> r = fail_commit ? Result<std::string>(Error::temp("disk")) : Result<std::string>("QID1");
+        if (async) pending = [done, r](Result<std::string>) { done(r); };
+        else done(r);
+    }
+    std::int64_t now_us() override { return 1700000000000000; }
+};
+
+Settings settings() {
+    Settings s;
+    s.hostname = "mx.example";
+    s.banner = "mx.example ESMTP Postern";
+    s.local_domains = {"example.org", "localhost"};
+    s.mynetworks = *util::NetList::parse("10.0.0.0/8");
+    s.size_limit = 1000;
+    s.rcpt_limit = 100;
+    s.line_limit = 512;
+    s.hard_error_limit = 5;
+    return s;
+}
+
+// Runs a whole conversation; returns the reply codes in order.
+std::vector<std::string> codes(const std::string& out) {
+    std::vector<std::string> v;
+    std::size_t pos = 0;
+    while (pos < out.size()) {
+        auto e = out.find("\r\n", pos);
+        std::string line = out.substr(pos, e - pos);
+        if (line.size() >= 4 && line[3] == ' ') v.push_back(line.substr(0, 3));
+        pos = e + 2;
+    }
+    return v;
+}
+
+struct Run {
+    Settings s = settings();
+    FakeIo io;
+    FakeBackend be;
+    std::unique_ptr<Session> session;
+    explicit Run(std::string addr = "192.0.2.1") {
+        Peer p;
+        p.addr = addr;
+        session = std::make_unique<Session>(s, be, io, p);
+        session->start();
+    }
+    void feed(const std::string& in, bool bytewise) {
+        if (!bytewise) return session->feed(in);
+        for (char c : in) session->feed(std::string_view(&c, 1));
+    }
+};
+
+}  // namespace
+
+TEST_CASE("a whole transaction gives the same replies whole and byte at a time") {
+    const std::string in =
+        "EHLO client.example\r\nMAIL FROM:<a@b.example> SIZE=100\r\nRCPT TO:<alice@example.org>\r\n"
+        "RCPT TO:<nobody@example.org>\r\nRCPT TO:<x@far.example>\r\nDATA\r\n"
+        "Subject: t\r\nMessage-ID: <1@b>\r\n\r\n..dotted\r\nline\r\n.\r\nQUIT\r\n";
+    for (bool bytewise : {false, true}) {
+        INFO("bytewise " << bytewise);
+        Run r;
+        r.feed(in, bytewise);
+        CHECK(codes(r.io.out) == std::vector<std::string>{"220", "250", "250", "250", "550", "554", "354", "250", "221"});
+        CHECK(r.io.closed);
+        CHECK(r.be.commits == 1);
+        CHECK(r.be.env.sender == "a@b.example");
+        REQUIRE(r.be.env.recipients.size() == 1);
+        CHECK(r.be.env.recipients[0].address == "alice@example.org");
+        CHECK(r.be.env.protocol == "ESMTP");
+        CHECK(r.be.stored.find("Received: from client.example (unknown [192.0.2.1])\r\n\tby mx.example (Postern) with ESMTP id QID1\r\n\tfor <alice@example.org>;") == 0);
+        CHECK(r.be.stored.size() > 20);
+        CHECK(r.be.stored.substr(r.be.stored.find("\r\n\r\n")) == "\r\n\r\n.dotted\r\nline\r\n");
+    }
+}
+
+TEST_CASE("state and syntax errors") {
+    struct Case { const char* in; std::vector<std::string> want; };
+    const Case cases[] = {
+        {"MAIL FROM:<a@b>\r\n", {"220", "503"}},
+        {"HELO x\r\nRCPT TO:<alice@example.org>\r\n", {"220", "250", "503"}},
+        {"HELO x\r\nDATA\r\n", {"220", "250", "503"}},
+        {"HELO x\r\nMAIL FROM:<a@b.example>\r\nDATA\r\n", {"220", "250", "250", "554"}},
+        {"HELO x\r\nMAIL FROM:<a@b.example>\r\nMAIL FROM:<a@b.example>\r\n", {"220", "250", "250", "503"}},
+        {"HELO x\r\nMAIL FROM:<a@b.example> SIZE=10\r\n", {"220", "250", "555"}},  // no ESMTP params after HELO
+        {"EHLO x\r\nMAIL FROM:<a@b.example> SIZE=1001\r\n", {"220", "250", "552"}},
+        {"EHLO\r\n", {"220", "501"}},
+        {"EHLO x\r\nMAIL FROM:a@b.example\r\nRCPT TO:<down@example.org>\r\n", {"220", "250", "250", "451"}},
+        {"EHLO x\r\nMAIL FROM:<>\r\nRCPT TO:<postmaster@example.org>\r\nRCPT TO:<bob+x@example.org>\r\n",
+         {"220", "250", "250", "250", "250"}},
+        {"EHLO x\r\nSTARTTLS\r\n", {"220", "250", "502"}},
+        {"EHLO x\r\nAUTH PLAIN\r\n", {"220", "250", "503"}},
+        {"EHLO x\r\nRSET\r\nNOOP\r\nHELP\r\nVRFY alice\r\nEXPN staff\r\n", {"220", "250", "250", "250", "214", "252", "502"}},
+    };
+    for (auto& c : cases) {
+        for (bool bytewise : {false, true}) {
+            INFO("input " << c.in << " bytewise " << bytewise);
+            Run r;
+            r.feed(c.in, bytewise);
+            CHECK(codes(r.io.out) == c.want);
+        }
+    }
+}
+
+TEST_CASE("relay: mynetworks may relay, others may not") {
+    Run inside("10.1.2.3");
+    inside.feed("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@far.example>\r\n", false);
+    CHECK(codes(inside.io.out).back() == "250");
+    Run outside("192.0.2.9");
+    outside.feed("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@far.example>\r\n", false);
+    CHECK(codes(outside.io.out).back() == "554");
+    CHECK(outside.io.out.find("5.7.1 <x@far.example>: Relay access denied") != std::string::npos);
+}
+
+TEST_CASE("hard error limit closes with 421") {
+    Run r;
+    r.feed("A\r\nB\r\nC\r\nD\r\nE\r\nF\r\n", false);
+    auto c = codes(r.io.out);
+    CHECK(c.back() == "421");
+    CHECK(c.size() == 7);  // greeting, 5 errors, 421; F is never answered
+    CHECK(r.io.closed);
+}
+
+TEST_CASE("line limit at the limit and one past it") {
+    Run r;
+    std::string at = "NOOP " + std::string(512 - 5, 'x');
+    std::string over = at + "y";
+    r.feed(at + "\r\n" + over + "\r\nNOOP\r\n", false);
+    CHECK(codes(r.io.out) == std::vector<std::string>{"220", "250", "500", "250"});
+}
+
+TEST_CASE("STARTTLS discards pipelined plaintext") {
+    Run r;
+    r.io.tls = true;
+    r.feed("EHLO x\r\nSTARTTLS\r\nMAIL FROM:<evil@x>\r\n", false);
+    CHECK(codes(r.io.out) == std::vector<std::string>{"220", "250", "220"});
+    CHECK(r.io.started_tls);
+    CHECK(r.io.out.find("STARTTLS") != std::string::npos);
+}
+
+TEST_CASE("250 waits for the commit; later commands wait too") {
+    Run r;
+    r.be.async = true;
+    r.feed("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\nhi\r\n.\r\nNOOP\r\n", false);
+    CHECK(codes(r.io.out) == std::vector<std::string>{"220", "250", "250", "250", "354"});
+    CHECK(r.session->waiting());
+    REQUIRE(r.be.pending);
+    r.be.pending(std::string("QID1"));
+    CHECK(codes(r.io.out) == std::vector<std::string>{"220", "250", "250", "250", "354", "250", "250"});
+    CHECK(r.io.out.find("250 2.0.0 Ok: queued as QID1") != std::string::npos);
+}
+
+TEST_CASE("a failed commit is a temporary error") {
+    Run r;
+    r.be.fail_commit = true;
+    r.feed("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\nhi\r\n.\r\n", false);
+    CHECK(codes(r.io.out).back() == "451");
+}
+
+TEST_CASE("message size limit: refused after the data, session goes on") {
+    Run r;
+    r.feed("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n" + std::string(1200, 'x') +
+               "\r\n.\r\nNOOP\r\n",
+           false);
+    CHECK(codes(r.io.out) == std::vector<std::string>{"220", "250", "250", "250", "354", "552", "250"});
+    CHECK(r.be.commits == 0);
+}
