@@ -23,7 +23,7 @@ BASE_LIBS := config log fs privs util
 master_LIBS := service queue event ipc $(BASE_LIBS)
 postern_LIBS := service queue event maps $(BASE_LIBS)
 testd_LIBS := service queue event $(BASE_LIBS)
-smtpd_LIBS := service queue event ipc maps $(BASE_LIBS)
+smtpd_LIBS := service queue tls event ipc maps $(BASE_LIBS)
 testd_DIR := t/testd
 
 # Unit tests: t/unit/<name>_test.cpp links the modules in <name>_test_LIBS
@@ -41,6 +41,7 @@ service_test_LIBS := service queue event ipc $(BASE_LIBS)
 master_test_LIBS := event ipc $(BASE_LIBS)
 master_test_OBJS := master/services
 queue_test_LIBS := queue event fs log util
+tls_test_LIBS := tls event fs log util
 smtpd_protocol_test_LIBS := util
 smtpd_protocol_test_OBJS := smtpd/protocol
 smtpd_data_test_LIBS := util
@@ -92,16 +93,42 @@ $(foreach t,$(UNIT_TESTS),$(eval $(call unit_test,$(t))))
 BINS := $(addprefix $(BUILD)/bin/,$(PROGRAMS))
 TESTS := $(patsubst %,$(BUILD)/t/%_test,$(UNIT_TESTS))
 
-.PHONY: all deps check unit integration lint run install uninstall clean bench
+.PHONY: all deps check fuzz unit integration lint run install uninstall clean bench
 all: $(BINS)
 tests: $(TESTS)
 
-# Catch2's own code trips g++ 12's maybe-uninitialized analysis under -O1 + sanitizers.
-$(BUILD)/obj/t/unit/catch_main.o: CXXFLAGS += -Wno-maybe-uninitialized
+# Catch2 and <regex> trip g++ 12's maybe-uninitialized analysis under -O1 +
+# sanitizers (false positives inside libstdc++); test code only.
+$(BUILD)/obj/t/unit/%.o: CXXFLAGS += -Wno-maybe-uninitialized
 
 $(BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) -c -o $@ $<
+
+# Fuzzers (T1): fuzz/<name>.cpp -> build/fuzz/<name> with clang++ and libFuzzer, linking <name>_LIBS
+# and <name>_OBJS like a unit test; objects in build/fuzz/obj/. t/run.py runs each for 10 s.
+FUZZERS := $(patsubst fuzz/%.cpp,%,$(wildcard fuzz/*.cpp))
+config_fuzz_LIBS := $(BASE_LIBS)
+ipc_frame_fuzz_LIBS := ipc log util
+maps_source_fuzz_LIBS := maps fs log util
+queue_reader_fuzz_LIBS := queue event fs log util
+smtpd_command_fuzz_LIBS := util
+smtpd_command_fuzz_OBJS := smtpd/protocol
+smtpd_data_fuzz_LIBS := util
+smtpd_data_fuzz_OBJS := smtpd/data
+FUZZ_CXX ?= clang++
+HAVE_FUZZ_CXX := $(shell command -v $(FUZZ_CXX))
+FUZZ_CXXFLAGS := $(filter-out -O%,$(CXXFLAGS)) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+fuzz_objs = $(patsubst %,build/fuzz/obj/%.o,fuzz/$(1) $($(1)_OBJS) $(basename $(foreach m,$($(1)_LIBS),$(call mod_srcs,$(m)))))
+FUZZ_BINS := $(addprefix build/fuzz/,$(FUZZERS))
+$(foreach f,$(FUZZERS),$(eval build/fuzz/$(f): $(call fuzz_objs,$(f))))
+$(FUZZ_BINS): build/fuzz/%:
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -o $@ $^ $(LDLIBS)
+build/fuzz/obj/%.o: %.cpp
+	@mkdir -p $(@D)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -c -o $@ $<
+fuzz: $(if $(HAVE_FUZZ_CXX),$(FUZZ_BINS))
+	@$(if $(HAVE_FUZZ_CXX),:,echo "fuzz: $(FUZZ_CXX) not found, fuzzers skipped")
 
 deps:
 	@scripts/install-deps
@@ -110,6 +137,7 @@ deps:
 check: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) all tests
 	@$(MAKE) --no-print-directory -j$(JOBS) SAN=1 tests
+	@$(MAKE) --no-print-directory -j$(JOBS) fuzz
 	@/usr/bin/python3 t/run.py --build build --san-build build/san
 
 unit: all tests

@@ -83,9 +83,18 @@ Report run(const std::string& dir) {
         r.errors.push_back(cfg->main_cf_path() + ": default_privs must not be root");
     }
 
-    // Programs named in master.cf.
+    // Programs named in master.cf, and their -o overrides.
     if (services) {
         for (auto& s : *services) {
+            if (!s.overrides.empty()) {
+                auto with = config::Config::load(dir, s.overrides);
+                if (!with) {
+                    std::vector<std::string> errs;
+                    split_into(with.error().text, errs);
+                    for (auto& e : errs)
+                        if (e.rfind("-o ", 0) == 0) r.errors.push_back(s.origin + ": " + e);
+                }
+            }
             std::string path = s.command.front() == '/' ? s.command : p.daemon_directory + "/" + s.command;
             if (::access(path.c_str(), X_OK) != 0)
                 r.errors.push_back(s.origin + ": service " + s.name + ": " + path + ": " + std::strerror(errno));

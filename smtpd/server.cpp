@@ -28,8 +28,14 @@ private:
 }  // namespace
 
 struct Server::Conn : Io {
-    Conn(Server& srv, service::Connection c)
-        : server(srv), peer_addr(c.peer().addr), bev(srv.ctx_.base(), c.take_fd()), conn(std::move(c)) {}
+    Conn(Server& srv, service::Connection c, bool implicit_tls)
+        : server(srv), peer_addr(c.peer().addr), bev(make_bev(srv, c, implicit_tls)), conn(std::move(c)),
+          handshaking(implicit_tls) {}
+
+    static event::BufferEvent make_bev(Server& srv, service::Connection& c, bool implicit_tls) {
+        if (implicit_tls) return event::BufferEvent::tls_server(srv.ctx_.base(), c.take_fd(), tls::new_ssl(srv.tls_.get()).release());
+        return event::BufferEvent(srv.ctx_.base(), c.take_fd());
+    }
 
     void reply(std::string_view text) override { bev.write(text); }
     void close() override {
@@ -37,10 +43,18 @@ struct Server::Conn : Io {
         bev.disable(EV_READ);
         if (bev.output_length() == 0) dead();
     }
-    bool tls_available() const override { return false; }
-    bool tls_active() const override { return false; }
-    std::string tls_summary() const override { return {}; }
-    void start_tls() override {}
+    bool tls_available() const override { return server.tls_ != nullptr; }
+    bool tls_active() const override { return tls; }
+    std::string tls_summary() const override { return tls::summary(bev.ssl()); }
+    void start_tls() override {
+        // The 220 is queued on the plain connection and goes out first.
+        std::size_t dropped = bev.start_tls_server(server.ctx_.base(), tls::new_ssl(server.tls_.get()).release());
+        if (dropped > 0)
+            log::warn("%s: discarding %zu bytes of plaintext sent after STARTTLS", session->peer_text().c_str(), dropped);
+        handshaking = true;
+        server.arm(this);
+        bev.enable(EV_READ | EV_WRITE);
+    }
     void resume() override {
         if (!closing) bev.enable(EV_READ);
     }
@@ -56,11 +70,37 @@ struct Server::Conn : Io {
     event::BufferEvent bev;
     service::Connection conn;
     std::unique_ptr<Session> session;
-    bool closing = false, gone = false;
+    event::Event greet_timer;
+    bool closing = false, gone = false, handshaking = false, tls = false;
 };
 
-Server::Server(service::Context& ctx, LocalRecipients recipients)
-    : ctx_(ctx), recipients_(std::move(recipients)),
+Resources load_resources(const config::Params& p) {
+    Resources r;
+    r.recipients.load(p);
+    bool need = p.smtpd_tls_security_level == "encrypt" || p.smtpd_tls_wrappermode;
+    if (p.smtpd_tls_security_level == "none" && !p.smtpd_tls_wrappermode) return r;
+    if (p.smtpd_tls_cert_file.empty()) {
+        // Implicit TLS cannot work at all without a certificate; a service
+        // that requires STARTTLS still runs and refuses MAIL with 530.
+        if (p.smtpd_tls_wrappermode)
+            log::fatal(EX_CONFIG, "smtpd_tls_wrappermode = yes needs a certificate: set smtpd_tls_cert_file");
+        if (need)
+            log::warn("smtpd_tls_security_level = encrypt but smtpd_tls_cert_file is empty: "
+                      "every MAIL will be refused with 530 until a certificate is configured");
+        return r;
+    }
+    auto ctx = tls::server_context(p.smtpd_tls_cert_file, p.smtpd_tls_key_file);
+    if (!ctx) {
+        if (need) log::fatal(EX_CONFIG, "%s", ctx.error().text.c_str());
+        log::warn("%s; STARTTLS is not offered", ctx.error().text.c_str());
+        return r;
+    }
+    r.tls = std::move(*ctx);
+    return r;
+}
+
+Server::Server(service::Context& ctx, Resources res)
+    : ctx_(ctx), recipients_(std::move(res.recipients)), tls_(std::move(res.tls)), wrapper_(ctx.params().smtpd_tls_wrappermode),
       queue_dir_(ctx.options().chroot ? "/" : ctx.params().queue_directory), pool_(ctx.base()) {
     auto s = Settings::from(ctx.params());
     if (!s) log::fatal(EX_CONFIG, "%s", s.error().text.c_str());
@@ -81,16 +121,7 @@ Server::~Server() = default;
 
 void Server::reap() { reaper_.add(std::chrono::milliseconds(0)); }
 
-void Server::accept(service::Connection c) {
-    auto conn = std::make_unique<Conn>(*this, std::move(c));
-    Conn* cp = conn.get();
-    conns_[cp] = std::move(conn);
-    Peer peer;
-    peer.addr = cp->peer_addr;
-    cp->session = std::make_unique<Session>(settings_, *this, *cp, peer);
-    int& n = per_client_[cp->peer_addr];
-    ++n;
-    auto limit = ctx_.params().smtpd_client_connection_count_limit;
+void Server::arm(Conn* cp) {
     auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(ctx_.params().smtpd_timeout);
     cp->bev.set_timeouts(timeout, timeout);
     cp->bev.on_read([cp] {
@@ -102,25 +133,85 @@ void Server::accept(service::Connection c) {
     cp->bev.on_write([cp] {
         if (cp->closing && cp->bev.output_length() == 0) cp->dead();
     });
-    cp->bev.on_event([cp](short what) {
+    cp->bev.on_event([this, cp](short what) {
+        if (what & BEV_EVENT_CONNECTED) {
+            if (cp->handshaking) {
+                cp->handshaking = false;
+                cp->tls = true;
+                log::info("Anonymous TLS connection established from %s: %s", cp->session->peer_text().c_str(),
+                          tls::summary(cp->bev.ssl()).c_str());
+                if (wrapper_ && !cp->session->started()) cp->session->start();
+                else cp->session->tls_started();
+            }
+            return;
+        }
         if (what & BEV_EVENT_TIMEOUT) {
             cp->session->on_timeout();
             if (!cp->closing) cp->close();
             return;
         }
+        if ((what & BEV_EVENT_ERROR) && cp->handshaking)
+            log::warn("TLS handshake failed with %s: %s", cp->session->peer_text().c_str(), tls::last_error().c_str());
         cp->session->on_disconnect();
         cp->dead();
     });
+}
+
+void Server::accept(service::Connection c) {
+    bool implicit = wrapper_ && tls_;
+    auto conn = std::make_unique<Conn>(*this, std::move(c), implicit);
+    Conn* cp = conn.get();
+    conns_[cp] = std::move(conn);
+    Peer peer;
+    peer.addr = cp->peer_addr;
+    cp->session = std::make_unique<Session>(settings_, *this, *cp, peer);
+    int& n = per_client_[cp->peer_addr];
+    ++n;
+    auto limit = ctx_.params().smtpd_client_connection_count_limit;
+    arm(cp);
     if (limit > 0 && n > limit) {
         log::warn("too many connections from %s (smtpd_client_connection_count_limit=%lld)", cp->peer_addr.c_str(), limit);
         cp->reply("421 4.7.0 " + settings_.hostname + " Error: too many connections from " + cp->peer_addr + "\r\n");
-        cp->session.reset();
-        cp->session = std::make_unique<Session>(settings_, *this, *cp, peer);
         cp->close();
         return;
     }
-    cp->session->start();
-    cp->bev.enable(EV_READ);
+    if (!rate_ok(cp->peer_addr)) {
+        log::warn("too many connections from %s: rate %lld/%llds exceeded (smtpd_client_connection_rate_limit)",
+                  cp->peer_addr.c_str(), ctx_.params().smtpd_client_connection_rate_limit,
+                  static_cast<long long>(ctx_.params().anvil_rate_time_unit.count()));
+        cp->reply("421 4.7.0 " + settings_.hostname + " Error: too many connections from " + cp->peer_addr + "\r\n");
+        cp->close();
+        return;
+    }
+    cp->bev.enable(EV_READ | EV_WRITE);
+    if (implicit) return;  // the greeting follows the TLS handshake
+    auto pause = ctx_.params().smtpd_pregreet_wait;
+    if (pause.count() == 0) {
+        cp->session->start();
+        return;
+    }
+    // Wait a moment before the greeting: a client that talks first is caught.
+    cp->greet_timer = event::Event::timer(ctx_.base(), [cp] {
+        if (!cp->closing && !cp->gone) cp->session->start();
+    });
+    cp->greet_timer.add(std::chrono::duration_cast<std::chrono::milliseconds>(pause));
+}
+
+bool Server::rate_ok(const std::string& addr) {
+    auto limit = ctx_.params().smtpd_client_connection_rate_limit;
+    if (limit <= 0) return true;
+    auto now = std::chrono::steady_clock::now();
+    auto& times = rates_[addr];
+    while (!times.empty() && now - times.front() > ctx_.params().anvil_rate_time_unit) times.pop_front();
+    times.push_back(now);
+    // Note: per process; bounded by forgetting idle addresses below.
+    if (rates_.size() > 10000) {
+        for (auto it = rates_.begin(); it != rates_.end();) {
+            if (it->second.empty() || now - it->second.back() > ctx_.params().anvil_rate_time_unit) it = rates_.erase(it);
+            else ++it;
+        }
+    }
+    return static_cast<long long>(times.size()) <= limit;
 }
 
 std::optional<bool> Server::local_user_exists(std::string_view local) { return recipients_.exists(local); }

@@ -15,6 +15,8 @@
 //   smtpd/session.hpp, service/service.hpp, queue/queue.hpp
 #pragma once
 
+#include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -23,12 +25,21 @@
 #include "service/service.hpp"
 #include "smtpd/recipients.hpp"
 #include "smtpd/session.hpp"
+#include "tls/tls.hpp"
 
 namespace postern::smtpd {
 
+// What smtpd loads as root before the jail: the recipient table and the
+// TLS certificate and key (the key file is root's, mode 0600).
+struct Resources {
+    LocalRecipients recipients;
+    tls::SslCtxPtr tls;
+};
+Resources load_resources(const config::Params& p);
+
 class Server : public Backend {
 public:
-    Server(service::Context& ctx, LocalRecipients recipients);
+    Server(service::Context& ctx, Resources res);
     ~Server() override;
     void accept(service::Connection conn);
 
@@ -40,16 +51,21 @@ public:
 
 private:
     struct Conn;
+    void arm(Conn* cp);
+    bool rate_ok(const std::string& addr);
     void reap();
     void trigger_qmgr();
 
     service::Context& ctx_;
     Settings settings_;
     LocalRecipients recipients_;
+    tls::SslCtxPtr tls_;
+    bool wrapper_ = false;
     std::string queue_dir_;
     queue::CommitPool pool_;
     std::map<Conn*, std::unique_ptr<Conn>> conns_;
     std::map<std::string, int> per_client_;
+    std::map<std::string, std::deque<std::chrono::steady_clock::time_point>> rates_;
     event::Event reaper_;
 };
 

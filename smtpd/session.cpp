@@ -30,6 +30,8 @@ Result<Settings> Settings::from(const config::Params& p) {
     s.vrfy_disabled = p.disable_vrfy_command;
     s.delimiter = p.recipient_delimiter;
     s.reject_unlisted = p.smtpd_reject_unlisted_recipient;
+    s.add_missing_headers = p.always_add_missing_headers;
+    s.reject_pregreet = p.smtpd_reject_pregreet;
     return s;
 }
 
@@ -42,6 +44,7 @@ Session::~Session() {
 }
 
 void Session::start() {
+    started_ = true;
     log::info("connect from %s", peer_.text().c_str());
     reply("220 " + s_.banner);
 }
@@ -120,6 +123,8 @@ void Session::reset_transaction() {
     phase_ = Phase::Command;
     reader_.reset();
     headers_ = HeaderScanner();
+    held_.clear();
+    added_message_id_.reset();
     size_ = 0;
     too_big_ = write_failed_ = false;
     bdat_left_ = 0;
@@ -132,6 +137,19 @@ void Session::abort_message() {
 
 void Session::feed(std::string_view bytes) {
     if (closed_) return;
+    if (!started_) {
+        // The client talked before our greeting: a spambot's habit.
+        if (!pregreeted_)
+            log::info("PREGREET %zu after greeting pause from %s: %s", bytes.size(), peer_.text().c_str(),
+                      util::printable(bytes, 100).c_str());
+        pregreeted_ = true;
+        if (s_.reject_pregreet) {
+            reply("554 5.5.1 " + s_.hostname + " Error: talked before the greeting");
+            io_.close();
+            closed_ = true;
+            return;
+        }
+    }
     in_.append(bytes.data(), bytes.size());
     process();
 }
@@ -377,8 +395,19 @@ void Session::do_rcpt(const Command& c) {
 void Session::do_vrfy(const Command& c) {
     count("vrfy", true);
     if (c.arg.empty()) return error_reply("501 5.5.4 Syntax: VRFY address");
-    // Note: the same answer for every address, so VRFY reveals nothing.
-    reply("252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
+    // Note: by default the same answer for every address, so VRFY reveals nothing.
+    if (s_.vrfy_disabled) return reply("252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
+    std::string arg = c.arg;
+    if (arg.size() > 2 && arg.front() == '<' && arg.back() == '>') arg = arg.substr(1, arg.size() - 2);
+    auto at = arg.rfind('@');
+    std::string local = util::to_lower(arg.substr(0, at));
+    std::string dom = at == std::string::npos ? std::string() : util::to_lower(arg.substr(at + 1));
+    if (!dom.empty() && !s_.local_domains.count(dom))
+        return reply("252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
+    auto known = local == "postmaster" ? std::optional<bool>(true) : backend_.local_user_exists(local);
+    if (!known) return reply("451 4.3.0 <" + util::printable(arg) + ">: Temporary lookup failure");
+    if (!*known) return error_reply("550 5.1.1 <" + util::printable(arg) + ">: Recipient address rejected: User unknown in local recipient table");
+    reply("250 2.0.0 <" + util::printable(arg) + ">");
 }
 
 void Session::do_starttls() {
@@ -487,12 +516,47 @@ void Session::content(std::string_view bytes) {
         log::warn("%s: message larger than message_size_limit=%llu", peer_.text().c_str(),
                   static_cast<unsigned long long>(s_.size_limit));
     }
-    if (headers_.in_headers()) headers_.feed(bytes);
+    bool was_in_headers = headers_.in_headers();
+    if (was_in_headers) headers_.feed(bytes);
     if (too_big_ || write_failed_ || !writer_) return;
+    if (s_.add_missing_headers && was_in_headers) {
+        // Hold the header section until it ends, so missing Date and
+        // Message-ID can be added to it (submission).
+        held_.append(bytes.data(), bytes.size());
+        if (headers_.in_headers()) return;
+        flush_held();
+        return;
+    }
+    write(bytes);
+}
+
+void Session::write(std::string_view bytes) {
+    if (too_big_ || write_failed_ || !writer_ || bytes.empty()) return;
     if (auto r = writer_->append(bytes); !r) {
         log::warn("%s: queue file write error: %s", writer_->id().c_str(), r.error().text.c_str());
         write_failed_ = true;
     }
+}
+
+// Writes the held header section with Date and Message-ID added when absent
+// (at the end of the headers, as Postfix's cleanup does), then the rest.
+void Session::flush_held() {
+    std::string add;
+    if (!headers_.value("Date")) add += "Date: " + rfc5322_date() + "\r\n";
+    if (!headers_.value("Message-ID")) {
+        auto id = "<" + std::to_string(backend_.now_us()) + "." + writer_->id() + "@" + s_.hostname + ">";
+        add += "Message-ID: " + id + "\r\n";
+        added_message_id_ = id;
+    }
+    std::size_t cut;
+    if (held_.compare(0, 2, "\r\n") == 0) cut = 0;
+    else if (auto e = held_.find("\r\n\r\n"); e != std::string::npos) cut = e + 2;
+    else cut = held_.size();  // no body, or headers past the scan limit
+    if (cut == held_.size() && !held_.empty() && held_.back() != '\n') add = "\r\n" + add;
+    write(std::string_view(held_).substr(0, cut));
+    write(add);
+    write(std::string_view(held_).substr(cut));
+    held_.clear();
 }
 
 void Session::end_message() {
@@ -522,12 +586,19 @@ void Session::end_message() {
         else reply(refusal);
         return;
     }
+    if (s_.add_missing_headers && !held_.empty()) flush_held();
+    if (s_.add_missing_headers && held_.empty() && !added_message_id_ && headers_.in_headers() && size_ == 0)
+        flush_held();  // an empty message still gets Date and Message-ID
+    if (write_failed_) {
+        reset_transaction();
+        return reply("451 4.3.0 Error: queue file write error");
+    }
     if (auto r = writer_->finish(); !r) {
         log::warn("%s: queue file write error: %s", writer_->id().c_str(), r.error().text.c_str());
         reset_transaction();
         return reply("451 4.3.0 Error: queue file write error");
     }
-    if (auto mid = headers_.value("Message-ID"))
+    if (auto mid = added_message_id_ ? added_message_id_ : headers_.value("Message-ID"))
         log::info("%s: message-id=%s", writer_->id().c_str(), util::printable(*mid, 300).c_str());
     for (auto& [n, cnt] : counts_)
         if (n == (bdat_used_ ? "bdat" : "data") && !bdat_used_) ++cnt.first;
@@ -555,12 +626,17 @@ void Session::end_message() {
     });
 }
 
-std::string Session::received_header() const {
+std::string Session::rfc5322_date() const {
     char date[64];
     std::time_t now = static_cast<std::time_t>(backend_.now_us() / 1000000);
     std::tm tm{};
     localtime_r(&now, &tm);
     std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z (%Z)", &tm);
+    return date;
+}
+
+std::string Session::received_header() const {
+    std::string date = rfc5322_date();
     std::string h = "Received: from " + util::printable(helo_, 100) + " (" + peer_.name + " [" + peer_.addr + "])\r\n";
     if (io_.tls_active()) h += "\t(using " + io_.tls_summary() + ")\r\n";
     h += "\tby " + s_.hostname + " (" + s_.mail_name + ") with " + proto() + " id " + writer_->id();

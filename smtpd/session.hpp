@@ -59,6 +59,8 @@ struct Settings {
     bool vrfy_disabled = true;
     std::string delimiter = "+";
     bool reject_unlisted = true;
+    bool add_missing_headers = false;  // submission: add Date and Message-ID
+    bool reject_pregreet = true;
 
     static Result<Settings> from(const config::Params& p);
 };
@@ -129,6 +131,8 @@ public:
     // The client went away: log the disconnect line (once).
     void on_disconnect();
     bool closed() const noexcept { return closed_; }
+    bool started() const noexcept { return started_; }
+    std::string peer_text() const { return peer_.text(); }
     bool waiting() const noexcept { return paused_; }  // a commit is in flight
     // TLS became active (after start_tls()): reset to the pre-EHLO state.
     void tls_started();
@@ -152,6 +156,9 @@ private:
     void do_starttls();
     bool open_writer();
     void content(std::string_view bytes);
+    void write(std::string_view bytes);
+    void flush_held();
+    std::string rfc5322_date() const;
     void end_message();
     void abort_message();
     std::string received_header() const;
@@ -166,7 +173,7 @@ private:
     std::shared_ptr<bool> alive_;
 
     std::string in_;
-    bool closed_ = false, paused_ = false, processing_ = false, discarding_line_ = false, disconnected_ = false;
+    bool closed_ = false, paused_ = false, processing_ = false, started_ = false, pregreeted_ = false, discarding_line_ = false, disconnected_ = false;
     std::string helo_;
     bool ehlo_ = false, greeted_ = false;
     std::size_t errors_ = 0;
@@ -186,6 +193,8 @@ private:
     bool bdat_last_ = false, bdat_used_ = false;
     std::string chunk_;
     std::string chunk_refusal_;  // BDAT refused before its bytes were read
+    std::string held_;           // header section held back (add_missing_headers)
+    std::optional<std::string> added_message_id_;
 };
 
 }  // namespace postern::smtpd

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Postern test runner: Catch2 unit tests (normal and sanitizer builds) and the
+"""Postern test runner: Catch2 unit tests (normal and sanitizer builds), a short
+run of each libFuzzer target in build/fuzz/ (from `make fuzz`), and the
 integration tests in t/integration/*_test.py. Prints one line per test and ends
 with exactly one summary line: `N passed, N failed, N skipped`.
 
@@ -10,8 +11,10 @@ import glob
 import importlib.util
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 import xml.etree.ElementTree as ET
@@ -19,6 +22,8 @@ import xml.etree.ElementTree as ET
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_TIMEOUT = 180  # seconds per integration test function
 UNIT_TIMEOUT = 300  # seconds per unit test binary
+FUZZ_SECONDS = 10  # libFuzzer -max_total_time per target
+FUZZ_TIMEOUT = 60  # hard limit per fuzz target, startup and seed corpus included
 
 passed = failed = skipped = 0
 
@@ -60,6 +65,48 @@ def run_unit(build, label):
             sys.stdout.write(again.stdout.decode("utf-8", "replace")[-6000:])
             sys.stdout.write(again.stderr.decode("utf-8", "replace")[-4000:])
             sys.stdout.write(proc.stderr.decode("utf-8", "replace")[-4000:])
+
+
+def run_fuzz():
+    """Each fuzz/<name>.cpp whose binary build/fuzz/<name> exists runs for FUZZ_SECONDS
+    and counts as one test; one that was not built (no clang++) is skipped. New inputs
+    go to a fresh temporary corpus; the seeds in t/data/fuzz/<name>/ are only read.
+    Crash inputs are kept as build/fuzz/crashes/<name>-crash-* for reproduction."""
+    global passed, failed, skipped
+    crashes = os.path.join(ROOT, "build", "fuzz", "crashes")
+    for src in sorted(glob.glob(os.path.join(ROOT, "fuzz", "*.cpp"))):
+        target = os.path.basename(src)[:-4]
+        name = f"fuzz:{target}"
+        binary = os.path.join(ROOT, "build", "fuzz", target)
+        if not os.access(binary, os.X_OK):
+            skipped += 1
+            print(f"skip {name}: build/fuzz/{target} not built (make fuzz needs clang++)", flush=True)
+            continue
+        os.makedirs(crashes, exist_ok=True)
+        corpus = tempfile.mkdtemp(prefix=f"postern-{target}-")
+        seeds = os.path.join(ROOT, "t", "data", "fuzz", target)
+        cmd = [binary, f"-max_total_time={FUZZ_SECONDS}", "-rss_limit_mb=2048", "-timeout=10",
+               "-print_final_stats=0", f"-artifact_prefix={os.path.join(crashes, target)}-", corpus]
+        if os.path.isdir(seeds):
+            cmd.append(seeds)
+        t0 = time.time()
+        try:
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  timeout=FUZZ_TIMEOUT, cwd=ROOT)
+            ok = proc.returncode == 0
+            why = f"exit status {proc.returncode}"
+            out = proc.stdout
+        except subprocess.TimeoutExpired as e:
+            ok, why, out = False, f"timed out after {FUZZ_TIMEOUT}s", e.stdout or b""
+        finally:
+            shutil.rmtree(corpus, ignore_errors=True)
+        if ok:
+            passed += 1
+            print(f"ok   {name} ({time.time() - t0:.1f}s)", flush=True)
+        else:
+            failed += 1
+            print(f"FAIL {name}: {why} ({time.time() - t0:.1f}s)", flush=True)
+            sys.stdout.write(out.decode("utf-8", "replace")[-4000:] + "\n")
 
 
 def run_lint():
@@ -139,6 +186,7 @@ def main():
         run_unit(a.build, "")
         if a.san_build:
             run_unit(a.san_build, "san:")
+        run_fuzz()
     if not a.unit_only:
         run_integration(a.build, a.only)
     print(f"{passed} passed, {failed} failed, {skipped} skipped", flush=True)

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <set>
@@ -368,7 +369,14 @@ Result<Config> Config::from_text(std::string_view main_cf, const std::string& fi
         };
         auto range = [&] { return d.max > 0 ? " between " + std::to_string(d.min) + " and " + std::to_string(d.max) : ""; };
         switch (d.type) {
-            case Type::Str: cfg.params_.*std::get<std::string Params::*>(d.member) = *v; break;
+            case Type::Str: {
+                auto allowed = util::split_ws(d.choices);
+                if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), util::trim(*v)) == allowed.end())
+                    bad("expected one of: " + std::string(d.choices));
+                else
+                    cfg.params_.*std::get<std::string Params::*>(d.member) = std::string(util::trim(*v));
+                break;
+            }
             case Type::Int: {
                 auto n = util::parse_long(util::trim(*v));
                 if (!n || (d.max > 0 && (*n < d.min || *n > d.max)))

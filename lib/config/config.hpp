@@ -92,6 +92,11 @@ struct Params {
     std::string recipient_delimiter;
     std::string alias_maps;
     bool smtpd_reject_unlisted_recipient = true;
+    bool always_add_missing_headers = false;
+    Seconds smtpd_pregreet_wait{};
+    bool smtpd_reject_pregreet = true;
+    long long smtpd_client_connection_rate_limit = 0;
+    Seconds anvil_rate_time_unit{};
 };
 
 enum class Type { Str, Int, Bool, Time };
@@ -104,6 +109,7 @@ struct ParamDef {
     long long max = 0;  // Int/Time: inclusive range when max > 0
     std::variant<std::string Params::*, long long Params::*, bool Params::*, Seconds Params::*> member;
     std::string_view doc;
+    std::string_view choices = {};  // Str: the allowed values, space-separated ("" = any)
 };
 
 std::span<const ParamDef> param_table();

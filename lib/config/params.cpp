@@ -20,6 +20,10 @@ constexpr ParamDef T(std::string_view n, Seconds P::*m, std::string_view def, lo
     return {n, Type::Time, def, lo, hi, m, doc};
 }
 
+constexpr ParamDef E(std::string_view n, std::string P::*m, std::string_view def, std::string_view choices,
+                     std::string_view doc) {
+    return {n, Type::Str, def, 0, 0, m, doc, choices};
+}
 constexpr ParamDef B(std::string_view n, bool P::*m, std::string_view def, std::string_view doc) {
     return {n, Type::Bool, def, 0, 0, m, doc};
 }
@@ -43,7 +47,7 @@ const std::array kTable = {
     S("mydestination", &P::mydestination, "$myhostname, localhost.$mydomain, localhost",
       "domains delivered locally"),
     S("inet_interfaces", &P::inet_interfaces, "all", "addresses inet services listen on"),
-    S("inet_protocols", &P::inet_protocols, "all", "ipv4, ipv6 or all"),
+    E("inet_protocols", &P::inet_protocols, "all", "all ipv4 ipv6", "ipv4, ipv6 or all"),
     S("mynetworks", &P::mynetworks, "127.0.0.0/8 [::1]/128", "clients trusted to relay"),
     S("relay_domains", &P::relay_domains, "", "domains this host relays mail to"),
     S("maillog_file", &P::maillog_file, "", "log to this file instead of syslog (\"-\" = stderr)"),
@@ -63,7 +67,7 @@ const std::array kTable = {
     S("smtpd_tls_key_file", &P::smtpd_tls_key_file, "$smtpd_tls_cert_file", "server private key (PEM)"),
     S("smtpd_banner", &P::smtpd_banner, "$myhostname ESMTP $mail_name", "text after 220 in the greeting"),
     S("mail_name", &P::mail_name, "Postern", "the name of this mail system"),
-    S("smtpd_tls_security_level", &P::smtpd_tls_security_level, "may",
+    E("smtpd_tls_security_level", &P::smtpd_tls_security_level, "may", "none may encrypt",
       "none, may (offer STARTTLS) or encrypt (require it before MAIL)"),
     B("smtpd_tls_wrappermode", &P::smtpd_tls_wrappermode, "no", "TLS from the first byte (port 465, RFC 8314)"),
     B("smtpd_sasl_auth_enable", &P::smtpd_sasl_auth_enable, "no", "offer and require SMTP AUTH (submission)"),
@@ -79,6 +83,15 @@ const std::array kTable = {
     S("alias_maps", &P::alias_maps, "hash:$config_directory/aliases", "alias tables; their keys are local recipients"),
     B("smtpd_reject_unlisted_recipient", &P::smtpd_reject_unlisted_recipient, "yes",
       "refuse unknown local users at RCPT (550 5.1.1)"),
+    B("always_add_missing_headers", &P::always_add_missing_headers, "no",
+      "add Date and Message-ID when a message lacks them (set on submission)"),
+    T("smtpd_pregreet_wait", &P::smtpd_pregreet_wait, "0s", 0, 60,
+      "pause before the greeting to catch clients that talk first (0 = none)"),
+    B("smtpd_reject_pregreet", &P::smtpd_reject_pregreet, "yes",
+      "refuse (554 and close) a client that talks before the greeting"),
+    I("smtpd_client_connection_rate_limit", &P::smtpd_client_connection_rate_limit, "0", 0, 1000000,
+      "sessions opened per client address and anvil_rate_time_unit in one smtpd process (0 = no limit)"),
+    T("anvil_rate_time_unit", &P::anvil_rate_time_unit, "60s", 1, 3600, "the time unit of the rate limits"),
 };
 
 }  // namespace

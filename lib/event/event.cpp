@@ -1,6 +1,7 @@
 // event/event.cpp - libevent wrappers and the one exception-catching trampoline.
 #include "event/event.hpp"
 
+#include <event2/bufferevent_ssl.h>
 #include <sysexits.h>
 
 #include <exception>
@@ -113,6 +114,36 @@ BufferEvent::BufferEvent(Base& base, UniqueFd fd) : state_(std::make_unique<Stat
     if (!state_->bev) log::fatal(EX_OSERR, "bufferevent_socket_new failed");
     bufferevent_setcb(state_->bev.get(), read_cb, write_cb, event_cb, state_.get());
 }
+
+BufferEvent BufferEvent::tls_server(Base& base, UniqueFd fd, SSL* ssl) {
+    BufferEvent b;
+    b.state_ = std::make_unique<State>();
+    evutil_make_socket_nonblocking(fd.get());
+    b.state_->bev.reset(
+        bufferevent_openssl_socket_new(base.get(), fd.release(), ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE));
+    if (!b.state_->bev) log::fatal(EX_OSERR, "bufferevent_openssl_socket_new failed");
+    bufferevent_openssl_set_allow_dirty_shutdown(b.state_->bev.get(), 1);
+    bufferevent_setcb(b.state_->bev.get(), read_cb, write_cb, event_cb, b.state_.get());
+    return b;
+}
+
+std::size_t BufferEvent::start_tls_server(Base& base, SSL* ssl) {
+    bufferevent* plain = state_->bev.get();
+    evbuffer* in = bufferevent_get_input(plain);
+    std::size_t dropped = evbuffer_get_length(in);
+    evbuffer_drain(in, dropped);
+    bufferevent* f = bufferevent_openssl_filter_new(base.get(), plain, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                    BEV_OPT_CLOSE_ON_FREE);
+    if (f == nullptr) log::fatal(EX_OSERR, "bufferevent_openssl_filter_new failed");
+    // The filter owns the plain bufferevent now (and frees it with itself).
+    (void)state_->bev.release();
+    state_->bev.reset(f);
+    bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
+    bufferevent_setcb(f, read_cb, write_cb, event_cb, state_.get());
+    return dropped;
+}
+
+SSL* BufferEvent::ssl() const noexcept { return bufferevent_openssl_get_ssl(state_->bev.get()); }
 
 BufferEvent::~BufferEvent() = default;
 BufferEvent::BufferEvent(BufferEvent&&) noexcept = default;

@@ -30,6 +30,8 @@
 #include <string>
 #include <string_view>
 
+#include <openssl/ssl.h>
+
 #include "event/handles.hpp"
 #include "util/unique_fd.hpp"
 
@@ -78,6 +80,9 @@ class BufferEvent {
 public:
     // Takes ownership of a connected (or connecting) socket.
     BufferEvent(Base& base, UniqueFd fd);
+    // Implicit TLS (server side, e.g. port 465): the handshake starts at
+    // once; on_event gets BEV_EVENT_CONNECTED when it is done. Takes ssl.
+    static BufferEvent tls_server(Base& base, UniqueFd fd, SSL* ssl);
     BufferEvent(BufferEvent&&) noexcept;
     BufferEvent& operator=(BufferEvent&&) noexcept;
     ~BufferEvent();
@@ -100,11 +105,18 @@ public:
     // reported with too_long_out = true and the bytes up to max_len consumed.
     std::optional<std::string> read_line(std::size_t max_len, bool* too_long_out = nullptr);
     std::string read_all();
+    // STARTTLS: puts TLS (server side) under this connection, taking ssl.
+    // Input still buffered in plaintext is discarded (its size is returned):
+    // nothing sent before the handshake may be read as if it came over TLS.
+    // Output already queued (the 220 reply) is sent first.
+    std::size_t start_tls_server(Base& base, SSL* ssl);
+    SSL* ssl() const noexcept;
     int fd() const noexcept;
     bufferevent* get() const noexcept;
 
 private:
     struct State;
+    BufferEvent() = default;
     static void read_cb(bufferevent*, void* arg) noexcept;
     static void write_cb(bufferevent*, void* arg) noexcept;
     static void event_cb(bufferevent*, short what, void* arg) noexcept;

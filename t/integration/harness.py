@@ -224,3 +224,13 @@ def testd_hello(port):
     hello = c.line()
     fields = dict(kv.split("=", 1) for kv in hello.split()[1:])
     return c, fields
+
+
+def make_cert(directory, cn="mx.example.test"):
+    """A self-signed certificate and key (mode 0600) for TLS tests."""
+    cert = os.path.join(directory, "cert.pem")
+    key = os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={cn}",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True, timeout=60)
+    os.chmod(key, 0o600)
+    return cert, key

@@ -193,6 +193,18 @@ def test_postern_check_reports_master_cf_and_modes():
     assert "main.cf: mode 0666" in r.stderr, r.stderr
 
 
+def test_postern_check_reports_bad_override_and_choice():
+    need_root()
+    inst = Instance(master_cf="25 inet n - y - - smtpd -o smtpd_tls_security_level=sometimes\n")
+    r = inst.postern("check")
+    assert r.returncode == 78
+    assert "master.cf:1: -o smtpd_tls_security_level: invalid value for smtpd_tls_security_level" in r.stderr, r.stderr
+    assert "expected one of: none may encrypt" in r.stderr, r.stderr
+    inst.write_main_cf("inet_protocols = ipv5\n")
+    r = inst.postern("check")
+    assert r.returncode == 78 and "invalid value for inet_protocols" in r.stderr, r.stderr
+
+
 def test_postern_check_accepts_a_good_instance():
     need_root()
     inst = Instance(master_cf=inet(free_port()))

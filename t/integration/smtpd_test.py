@@ -375,3 +375,57 @@ def test_250_means_on_disk():
     inst.start()
     recs = queued(inst, qid)
     assert content_of(recs).endswith(b"line\r\n" * 1000)
+
+
+def test_submission_adds_missing_date_and_message_id():
+    need_root()
+    port = free_port()
+    inst = smtp_instance(extra_master=f"{port} inet n - y - - smtpd -o always_add_missing_headers=yes\n")
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.sendmail("a@b.example", ["root@localhost"], b"Subject: bare\r\n\r\nno date here\r\nDate: in body\r\n")
+        s.sendmail("a@b.example", ["root@localhost"],
+                   b"Subject: full\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <keep@b.example>\r\n\r\nx\r\n")
+    bodies = {}
+    for f in os.listdir(os.path.join(inst.queue, "incoming")):
+        b = content_of(queued(inst, f))
+        bodies[b"bare" if b"Subject: bare" in b else b"full"] = b
+    bare = bodies[b"bare"]
+    head, _, rest = bare.partition(b"\r\n\r\n")
+    assert re.search(rb"\r\nDate: \w{3}, \d\d \w{3} \d{4} ", head), head
+    assert re.search(rb"\r\nMessage-ID: <\d+\.\w+@", head), head
+    assert rest == b"no date here\r\nDate: in body\r\n", "the body is untouched"
+    full = bodies[b"full"]
+    assert full.count(b"Date:") == 1 and full.count(b"Message-ID:") == 1
+    inst.wait_log(r"message-id=<\d+\.\w+@")
+    # Port 25 (no override) adds nothing.
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=10) as s:
+        s.sendmail("a@b.example", ["root@localhost"], b"Subject: plain25\r\n\r\nx\r\n")
+    for f in os.listdir(os.path.join(inst.queue, "incoming")):
+        b = content_of(queued(inst, f))
+        if b"plain25" in b:
+            assert b"Message-ID:" not in b and b"\r\nDate:" not in b
+
+
+def test_pregreet_talker_is_logged_and_refused():
+    need_root()
+    inst = smtp_instance({"smtpd_pregreet_wait": "1s"})
+    r = Raw(inst.port)
+    r.send("EHLO impatient\r\n")
+    text = r.reply()
+    assert text.startswith("554 5.5.1"), text
+    assert r.closed()
+    inst.wait_log(r"PREGREET 16 after greeting pause from unknown\[127\.0\.0\.1\]: EHLO impatient")
+    polite = Raw(inst.port)
+    assert polite.reply().startswith("220 "), "a client that waits is greeted"
+
+
+def test_connection_rate_limit():
+    need_root()
+    inst = smtp_instance({"smtpd_client_connection_rate_limit": "3"})
+    got = []
+    for _ in range(4):
+        c = Raw(inst.port)
+        got.append(c.reply()[:3])
+        c.send("QUIT\r\n")
+    assert got == ["220", "220", "220", "421"], got
+    inst.wait_log(r"too many connections from 127\.0\.0\.1: rate 3/60s exceeded")

@@ -219,3 +219,13 @@ TEST_CASE("message size limit: refused after the data, session goes on") {
     CHECK(codes(r.io.out) == std::vector<std::string>{"220", "250", "250", "250", "354", "552", "250"});
     CHECK(r.be.commits == 0);
 }
+
+TEST_CASE("VRFY: the same 252 by default; real answers only when enabled") {
+    Run off;
+    off.feed("VRFY alice\r\nVRFY nosuch\r\nVRFY\r\n", false);
+    CHECK(codes(off.io.out) == std::vector<std::string>{"220", "252", "252", "501"});
+    Run on;
+    on.s.vrfy_disabled = false;
+    on.feed("VRFY alice\r\nVRFY <nosuch@example.org>\r\nVRFY someone@far.example\r\nVRFY down\r\n", false);
+    CHECK(codes(on.io.out) == std::vector<std::string>{"220", "250", "550", "252", "451"});
+}
