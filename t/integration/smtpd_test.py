@@ -429,3 +429,53 @@ def test_connection_rate_limit():
         c.send("QUIT\r\n")
     assert got == ["220", "220", "220", "421"], got
     inst.wait_log(r"too many connections from 127\.0\.0\.1: rate 3/60s exceeded")
+
+
+def test_dsn_parameters_are_stored():
+    need_root()
+    inst = smtp_instance()
+    r = Raw(inst.port)
+    r.reply()
+    r.send("EHLO x\r\nMAIL FROM:<a@b.example> RET=HDRS ENVID=env+2B1\r\n"
+           "RCPT TO:<root@localhost> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;Root+40example.test\r\nDATA\r\n")
+    [r.reply() for _ in range(4)]
+    r.send("Subject: dsn\r\n\r\nx\r\n.\r\n")
+    recs = queued(inst, qid_of(r.reply()))
+    assert ("r", b"HDRS") in recs and ("e", b"env+1") in recs, recs[:12]
+    rcpt = [p for t, p in recs if t == "R"][0]
+    assert rcpt[0:1] == b"P" and rcpt[1] == 2 | 8, rcpt
+    assert rcpt.endswith(b"rfc822;Root@example.test")
+
+
+def test_alias_keys_are_local_recipients():
+    need_root()
+    port = free_port()
+    inst = Instance(main_cf={"mydestination": "localhost", "mynetworks": ""},
+                    master_cf=f"{port} inet n - y - - smtpd\n")
+    with open(os.path.join(inst.etc, "aliases"), "w") as f:
+        f.write("# test aliases\nsales: root\nHelpDesk: root, nobody\n")
+    r = subprocess.run([os.path.join(inst.main["daemon_directory"], "postern"), "map", "build", "-a",
+                        os.path.join(inst.etc, "aliases")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    inst.start()
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.ehlo("x")
+        s.mail("a@b.example")
+        assert s.rcpt("sales@localhost")[0] == 250
+        assert s.rcpt("helpdesk+x@LOCALHOST")[0] == 250
+        assert s.rcpt("marketing@localhost")[0] == 550
+
+
+def test_smtpd_triggers_qmgr_and_stale_files_are_removed():
+    need_root()
+    port = free_port()
+    inst = Instance(main_cf={"mydestination": "localhost", "mynetworks": ""},
+                    master_cf=f"{port} inet n - y - - smtpd\nqmgr unix - - y - 1 testd trigger\n")
+    os.makedirs(os.path.join(inst.queue, "incoming"), exist_ok=True)
+    stale = os.path.join(inst.queue, "incoming", ".tmp-99999-1")
+    open(stale, "w").write("half a message")
+    inst.start()
+    assert not os.path.exists(stale), "master removes unfinished queue files at start-up"
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.sendmail("a@b.example", ["root@localhost"], b"Subject: t\r\n\r\nx\r\n")
+    inst.wait_log(r"postern/testd\[\d+\]: trigger: A")
