@@ -105,6 +105,9 @@ Server::Server(service::Context& ctx, Resources res)
     auto s = Settings::from(ctx.params());
     if (!s) log::fatal(EX_CONFIG, "%s", s.error().text.c_str());
     settings_ = std::move(*s);
+    auto ex = util::NetList::parse(ctx.params().smtpd_client_event_limit_exceptions);
+    if (!ex) log::fatal(EX_CONFIG, "smtpd_client_event_limit_exceptions: %s", ex.error().text.c_str());
+    limit_exceptions_ = std::move(*ex);
     reaper_ = event::Event::timer(ctx.base(), [this] {
         for (auto it = conns_.begin(); it != conns_.end();) {
             if (it->first->gone) {
@@ -167,7 +170,8 @@ void Server::accept(service::Connection c) {
     cp->session = std::make_unique<Session>(settings_, *this, *cp, peer);
     int& n = per_client_[cp->peer_addr];
     ++n;
-    auto limit = ctx_.params().smtpd_client_connection_count_limit;
+    bool exempt = limit_exceptions_.contains(cp->peer_addr);
+    auto limit = exempt ? 0 : ctx_.params().smtpd_client_connection_count_limit;
     arm(cp);
     if (limit > 0 && n > limit) {
         log::warn("too many connections from %s (smtpd_client_connection_count_limit=%lld)", cp->peer_addr.c_str(), limit);
@@ -175,7 +179,7 @@ void Server::accept(service::Connection c) {
         cp->close();
         return;
     }
-    if (!rate_ok(cp->peer_addr)) {
+    if (!exempt && !rate_ok(cp->peer_addr)) {
         log::warn("too many connections from %s: rate %lld/%llds exceeded (smtpd_client_connection_rate_limit)",
                   cp->peer_addr.c_str(), ctx_.params().smtpd_client_connection_rate_limit,
                   static_cast<long long>(ctx_.params().anvil_rate_time_unit.count()));

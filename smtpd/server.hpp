@@ -65,6 +65,7 @@ private:
     queue::CommitPool pool_;
     std::map<Conn*, std::unique_ptr<Conn>> conns_;
     std::map<std::string, int> per_client_;
+    util::NetList limit_exceptions_;
     std::map<std::string, std::deque<std::chrono::steady_clock::time_point>> rates_;
     event::Event reaper_;
 };

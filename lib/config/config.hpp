@@ -97,6 +97,7 @@ struct Params {
     bool smtpd_reject_pregreet = true;
     long long smtpd_client_connection_rate_limit = 0;
     Seconds anvil_rate_time_unit{};
+    std::string smtpd_client_event_limit_exceptions;
 };
 
 enum class Type { Str, Int, Bool, Time };

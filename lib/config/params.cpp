@@ -92,6 +92,8 @@ const std::array kTable = {
     I("smtpd_client_connection_rate_limit", &P::smtpd_client_connection_rate_limit, "0", 0, 1000000,
       "sessions opened per client address and anvil_rate_time_unit in one smtpd process (0 = no limit)"),
     T("anvil_rate_time_unit", &P::anvil_rate_time_unit, "60s", 1, 3600, "the time unit of the rate limits"),
+    S("smtpd_client_event_limit_exceptions", &P::smtpd_client_event_limit_exceptions, "$mynetworks",
+      "clients exempt from the connection count and rate limits"),
 };
 
 }  // namespace

@@ -131,3 +131,14 @@ def test_master_listens_on_several_addresses_v4_and_v6():
     assert c6.recv(100).startswith(b"testd ")
     c4.close()
     c6.close()
+
+
+def test_every_parameter_is_documented():
+    """doc/postern.conf.5 mirrors lib/config/params.cpp."""
+    import re
+    table = open(os.path.join(ROOT, "lib", "config", "params.cpp")).read()
+    names = re.findall(r'^\s+[SITBE]\("([a-z0-9_]+)"', table, re.M)
+    assert len(names) > 40, names
+    man = open(os.path.join(ROOT, "doc", "postern.conf.5")).read()
+    missing = [n for n in names if f".B {n}\n" not in man]
+    assert not missing, f"parameters missing from doc/postern.conf.5: {missing}"

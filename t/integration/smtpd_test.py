@@ -327,13 +327,21 @@ def test_swaks_sends_mail():
 
 def test_per_client_connection_limit():
     need_root()
-    inst = smtp_instance({"smtpd_client_connection_count_limit": "2"})
+    inst = smtp_instance({"smtpd_client_connection_count_limit": "2", "mynetworks": "192.0.2.0/24"})
     a, b = Raw(inst.port), Raw(inst.port)
     assert a.reply().startswith("220") and b.reply().startswith("220")
     c = Raw(inst.port)
     assert c.reply().startswith("421 4.7.0"), "the third concurrent session from one address is refused"
     assert c.closed()
     inst.wait_log(r"too many connections from 127\.0\.0\.1 \(smtpd_client_connection_count_limit=2\)")
+
+
+def test_mynetworks_are_exempt_from_connection_limits():
+    need_root()
+    inst = smtp_instance({"smtpd_client_connection_count_limit": "2", "smtpd_client_connection_rate_limit": "2",
+                          "mynetworks": "127.0.0.0/8"})
+    clients = [Raw(inst.port) for _ in range(4)]
+    assert [c.reply()[:3] for c in clients] == ["220"] * 4
 
 
 def test_200_concurrent_sessions():
