@@ -50,10 +50,12 @@ private:
     std::optional<std::string> defect_;
 };
 
+inline constexpr std::size_t kHeaderScanLimit = 64 * 1024;
+
 // Watches message content (CRLF lines) until the end of the header section.
 class HeaderScanner {
 public:
-    explicit HeaderScanner(std::size_t limit = 64 * 1024) : limit_(limit) {}
+    explicit HeaderScanner(std::size_t limit = kHeaderScanLimit) : limit_(limit) {}
     void feed(std::string_view content);
     bool in_headers() const noexcept { return !ended_; }
     // Value of the first header with this name (unfolded, trimmed), if seen.

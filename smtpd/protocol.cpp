@@ -1,6 +1,8 @@
 // smtpd/protocol.cpp - RFC 5321 command, path and ESMTP parameter parsing.
 #include "smtpd/protocol.hpp"
 
+#include <cstdint>
+
 #include "util/strings.hpp"
 
 namespace postern::smtpd {
@@ -102,6 +104,42 @@ bool has_control(std::string_view s) {
     return false;
 }
 
+// Well-formed UTF-8 (RFC 3629): no overlongs, surrogates or values past U+10FFFF.
+bool valid_utf8(std::string_view s) {
+    std::size_t i = 0;
+    while (i < s.size()) {
+        auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            ++i;
+            continue;
+        }
+        std::size_t n;
+        std::uint32_t cp;
+        if ((c & 0xe0) == 0xc0) {
+            n = 1;
+            cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 2;
+            cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (i + n >= s.size()) return false;
+        for (std::size_t k = 1; k <= n; ++k) {
+            auto d = static_cast<unsigned char>(s[i + k]);
+            if ((d & 0xc0) != 0x80) return false;
+            cp = (cp << 6) | (d & 0x3f);
+        }
+        static constexpr std::uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+        if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+        i += n + 1;
+    }
+    return true;
+}
+
 bool valid_param_value(std::string_view v) {
     for (unsigned char c : v)
         if (c < 33 || c > 126 || c == '=') return false;
@@ -201,6 +239,7 @@ Result<Path> parse_path(std::string_view arg, std::string_view prefix, bool allo
         } else {
             std::string_view local = inner.substr(0, at), domain = inner.substr(at + 1);
             if (!valid_local(local, &p.utf8) || !valid_domain(domain, &p.utf8)) return Error::protocol(bad);
+            if (p.utf8 && !valid_utf8(inner)) return Error::protocol(bad);
             p.local = std::string(local);
             p.domain = util::to_lower(domain);
             p.address = p.local + "@" + p.domain;

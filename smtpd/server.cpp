@@ -27,6 +27,9 @@ private:
 
 }  // namespace
 
+// Replies waiting for a client that does not read stop us reading from it.
+constexpr std::size_t kOutputCap = 256 * 1024;
+
 struct Server::Conn : Io {
     Conn(Server& srv, service::Connection c, bool implicit_tls)
         : server(srv), peer_addr(c.peer().addr), bev(make_bev(srv, c, implicit_tls)), conn(std::move(c)),
@@ -39,9 +42,16 @@ struct Server::Conn : Io {
 
     void reply(std::string_view text) override { bev.write(text); }
     void close() override {
+        if (closing) return;
         closing = true;
         bev.disable(EV_READ);
-        if (bev.output_length() == 0) dead();
+        if (bev.output_length() == 0) return dead();
+        // A peer that never reads must not keep us forever.
+        linger = event::Event::timer(server.ctx_.base(), [this] {
+            session->on_disconnect();
+            dead();
+        });
+        linger.add(std::chrono::seconds(10));
     }
     bool tls_available() const override { return server.tls_ != nullptr; }
     bool tls_active() const override { return tls; }
@@ -56,7 +66,8 @@ struct Server::Conn : Io {
         bev.enable(EV_READ | EV_WRITE);
     }
     void resume() override {
-        if (!closing) bev.enable(EV_READ);
+        if (gone) return server.reap();  // the client left during the commit
+        if (!closing && bev.output_length() < kOutputCap) bev.enable(EV_READ);
     }
     void dead() {
         if (gone) return;
@@ -70,7 +81,7 @@ struct Server::Conn : Io {
     event::BufferEvent bev;
     service::Connection conn;
     std::unique_ptr<Session> session;
-    event::Event greet_timer;
+    event::Event greet_timer, linger;
     bool closing = false, gone = false, handshaking = false, tls = false;
 };
 
@@ -108,9 +119,15 @@ Server::Server(service::Context& ctx, Resources res)
     auto ex = util::NetList::parse(ctx.params().smtpd_client_event_limit_exceptions);
     if (!ex) log::fatal(EX_CONFIG, "smtpd_client_event_limit_exceptions: %s", ex.error().text.c_str());
     limit_exceptions_ = std::move(*ex);
+    trigger_timer_ = event::Event::timer(ctx.base(), [this] {
+        last_trigger_ = {};
+        trigger_qmgr();
+    });
     reaper_ = event::Event::timer(ctx.base(), [this] {
         for (auto it = conns_.begin(); it != conns_.end();) {
-            if (it->first->gone) {
+            // Note: a session whose commit is in flight stays until the commit
+            // reports back, so the process never exits under a pool thread.
+            if (it->first->gone && !it->first->session->waiting()) {
                 if (--per_client_[it->first->peer_addr] <= 0) per_client_.erase(it->first->peer_addr);
                 it = conns_.erase(it);
             } else {
@@ -131,13 +148,19 @@ void Server::arm(Conn* cp) {
         if (cp->closing) return;
         std::string data = cp->bev.read_all();
         cp->session->feed(data);
-        if (cp->session->waiting()) cp->bev.disable(EV_READ);  // back-pressure until the commit is done
+        // Back-pressure: until the commit is done, or the client reads its replies.
+        if (cp->session->waiting() || cp->bev.output_length() >= kOutputCap) cp->bev.disable(EV_READ);
     });
     cp->bev.on_write([cp] {
-        if (cp->closing && cp->bev.output_length() == 0) cp->dead();
+        if (cp->closing) {
+            if (cp->bev.output_length() == 0) cp->dead();
+        } else if (!cp->session->waiting()) {
+            cp->bev.enable(EV_READ);  // the output drained
+        }
     });
     cp->bev.on_event([this, cp](short what) {
         if (what & BEV_EVENT_CONNECTED) {
+            if (cp->closing) return;  // refused (limits) before the handshake ended
             if (cp->handshaking) {
                 cp->handshaking = false;
                 cp->tls = true;
@@ -149,8 +172,16 @@ void Server::arm(Conn* cp) {
             return;
         }
         if (what & BEV_EVENT_TIMEOUT) {
+            bool stuck = (what & BEV_EVENT_WRITING) || cp->closing || cp->handshaking;
             cp->session->on_timeout();
-            if (!cp->closing) cp->close();
+            if (stuck) {
+                // The 421 cannot be delivered: the peer does not read, or
+                // TLS never came up. Drop the connection now.
+                cp->session->on_disconnect();
+                cp->dead();
+            } else if (!cp->closing) {
+                cp->close();
+            }
             return;
         }
         if ((what & BEV_EVENT_ERROR) && cp->handshaking)
@@ -253,6 +284,13 @@ std::int64_t Server::now_us() {
 }
 
 void Server::trigger_qmgr() {
+    // At most one wake-up per 100 ms: qmgr scans incoming/ anyway.
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_trigger_ < std::chrono::milliseconds(100)) {
+        if (!trigger_timer_.pending()) trigger_timer_.add(std::chrono::milliseconds(100));
+        return;
+    }
+    last_trigger_ = now;
     // Nobody listening yet is fine: the file waits in incoming/.
     std::string path = (queue_dir_ == "/" ? std::string() : queue_dir_ + "/") + "private/qmgr";
     auto fd = ipc::connect_unix(path, 100);

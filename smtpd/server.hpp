@@ -67,7 +67,8 @@ private:
     std::map<std::string, int> per_client_;
     util::NetList limit_exceptions_;
     std::map<std::string, std::deque<std::chrono::steady_clock::time_point>> rates_;
-    event::Event reaper_;
+    event::Event reaper_, trigger_timer_;
+    std::chrono::steady_clock::time_point last_trigger_{};
 };
 
 }  // namespace postern::smtpd

@@ -47,6 +47,7 @@ void Session::start() {
     started_ = true;
     log::info("connect from %s", peer_.text().c_str());
     reply("220 " + s_.banner);
+    if (!in_.empty()) process();
 }
 
 void Session::reply(const std::string& text) {
@@ -81,6 +82,7 @@ void Session::count(const std::string& name, bool ok) {
 void Session::on_disconnect() {
     if (disconnected_) return;
     disconnected_ = true;
+    closed_ = true;
     abort_message();
     std::string line = "disconnect from " + peer_.text();
     int ok = 0, total = 0;
@@ -108,7 +110,7 @@ std::string Session::proto() const {
 }
 
 void Session::log_reject(const std::string& cmd, const std::string& text, const std::string& to) {
-    std::string line = "NOQUEUE: reject: " + cmd + " from " + peer_.text() + ": " + text + ";";
+    std::string line = "NOQUEUE: reject: " + cmd + " from " + peer_.text() + ": " + util::printable(text, 500) + ";";
     if (have_mail_) line += " from=<" + util::printable(env_.sender) + ">";
     if (!to.empty()) line += " to=<" + util::printable(to) + ">";
     line += " proto=" + proto() + " helo=<" + util::printable(helo_, 100) + ">";
@@ -149,6 +151,14 @@ void Session::feed(std::string_view bytes) {
             closed_ = true;
             return;
         }
+        // Not refused: keep it for after the greeting (bounded by the limit).
+        if (in_.size() + bytes.size() > s_.line_limit * 4) {
+            io_.close();
+            closed_ = true;
+            return;
+        }
+        in_.append(bytes.data(), bytes.size());
+        return;
     }
     in_.append(bytes.data(), bytes.size());
     process();
@@ -195,7 +205,8 @@ void Session::process() {
         }
         auto nl = avail.find('\n');
         if (nl == std::string_view::npos) {
-            if (avail.size() > s_.line_limit) {
+            // A line at the limit may wait for the LF after its CR.
+            if (avail.size() > s_.line_limit + (avail.back() == '\r' ? 1 : 0)) {
                 // Drop what we have; refuse the whole line when it ends.
                 discarding_line_ = true;
                 pos = in_.size();
@@ -277,8 +288,8 @@ bool Session::handle_line(std::string_view line) {
             reply("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS");
             break;
         case Verb::Starttls:
-            do_starttls();
-            return !io_.tls_available() || io_.tls_active() || closed_ ? true : false;
+            // After a successful STARTTLS the rest of the input is dropped.
+            return !do_starttls(c);
         case Verb::Auth:
             count("auth", false);
             error_reply("503 5.5.1 Error: authentication not enabled");
@@ -410,13 +421,21 @@ void Session::do_vrfy(const Command& c) {
     reply("250 2.0.0 <" + util::printable(arg) + ">");
 }
 
-void Session::do_starttls() {
+bool Session::do_starttls(const Command& c) {
     count("starttls", false);
-    if (!io_.tls_available() || io_.tls_active()) return error_reply("502 5.5.1 Error: command not implemented");
+    if (!c.arg.empty()) {
+        error_reply("501 5.5.4 Syntax: STARTTLS");
+        return false;
+    }
+    if (!io_.tls_available() || io_.tls_active()) {
+        error_reply("502 5.5.1 Error: command not implemented");
+        return false;
+    }
     for (auto& [n, cnt] : counts_)
         if (n == "starttls") ++cnt.first;
     reply("220 2.0.0 Ready to start TLS");
     io_.start_tls();
+    return true;
 }
 
 void Session::tls_started() {
@@ -471,9 +490,10 @@ void Session::do_bdat(const Command& c) {
     std::optional<std::string> refuse;
     if (!have_mail_) refuse = "503 5.5.1 Error: need MAIL command";
     else if (env_.recipients.empty()) refuse = "554 5.5.1 Error: no valid recipients";
+    if (!refuse && !bdat_used_ && !open_writer()) refuse = "451 4.3.0 Error: queue file write error";
     if (refuse) {
-        // RFC 3030: the chunk is read and thrown away.
-        ++errors_;
+        // RFC 3030: the chunk is read and thrown away, never run as commands.
+        abort_message();
         reader_ = std::make_unique<DataReader>(DataReader::Mode::Bdat);
         too_big_ = true;
         write_failed_ = false;
@@ -485,10 +505,6 @@ void Session::do_bdat(const Command& c) {
         return;
     }
     if (!bdat_used_) {
-        if (!open_writer()) {
-            reply("451 4.3.0 Error: queue file write error");
-            return;
-        }
         reader_ = std::make_unique<DataReader>(DataReader::Mode::Bdat);
         bdat_used_ = true;
     }
@@ -541,6 +557,16 @@ void Session::write(std::string_view bytes) {
 // Writes the held header section with Date and Message-ID added when absent
 // (at the end of the headers, as Postfix's cleanup does), then the rest.
 void Session::flush_held() {
+    std::size_t cut;
+    if (held_.compare(0, 2, "\r\n") == 0) cut = 0;
+    else if (auto e = held_.find("\r\n\r\n"); e != std::string::npos) cut = e + 2;
+    else cut = held_.size();  // no body, or headers past the scan limit
+    if (cut == held_.size() && held_.size() >= kHeaderScanLimit) {
+        // Note: headers too long to scan are stored as they are.
+        write(held_);
+        held_.clear();
+        return;
+    }
     std::string add;
     if (!headers_.value("Date")) add += "Date: " + rfc5322_date() + "\r\n";
     if (!headers_.value("Message-ID")) {
@@ -548,10 +574,6 @@ void Session::flush_held() {
         add += "Message-ID: " + id + "\r\n";
         added_message_id_ = id;
     }
-    std::size_t cut;
-    if (held_.compare(0, 2, "\r\n") == 0) cut = 0;
-    else if (auto e = held_.find("\r\n\r\n"); e != std::string::npos) cut = e + 2;
-    else cut = held_.size();  // no body, or headers past the scan limit
     if (cut == held_.size() && !held_.empty() && held_.back() != '\n') add = "\r\n" + add;
     write(std::string_view(held_).substr(0, cut));
     write(add);
@@ -566,7 +588,8 @@ void Session::end_message() {
         refusal = chunk_refusal_;
         chunk_refusal_.clear();
         reset_transaction();
-        reply(refusal);
+        if (refusal[0] == '5') error_reply(refusal);
+        else reply(refusal);
         return;
     }
     if (reader_ && reader_->defect()) {

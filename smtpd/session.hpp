@@ -153,7 +153,7 @@ private:
     void do_data();
     void do_bdat(const Command& c);
     void do_vrfy(const Command& c);
-    void do_starttls();
+    bool do_starttls(const Command& c);  // true: TLS is starting
     bool open_writer();
     void content(std::string_view bytes);
     void write(std::string_view bytes);

@@ -487,3 +487,74 @@ def test_smtpd_triggers_qmgr_and_stale_files_are_removed():
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
         s.sendmail("a@b.example", ["root@localhost"], b"Subject: t\r\n\r\nx\r\n")
     inst.wait_log(r"postern/testd\[\d+\]: trigger: A")
+
+
+def test_silent_client_after_starttls_is_dropped_and_frees_its_slot():
+    need_root()
+    from harness import make_cert
+    port = free_port()
+    inst = Instance(main_cf={"mydestination": "localhost", "mynetworks": "", "smtpd_timeout": "1s",
+                             "smtpd_client_connection_count_limit": "1"},
+                    master_cf=f"{port} inet n - y - - smtpd\n")
+    cert, key = make_cert(inst.etc)
+    inst.main.update({"smtpd_tls_cert_file": cert, "smtpd_tls_key_file": key})
+    inst.write_main_cf()
+    inst.start()
+    r = Raw(port)
+    r.reply()
+    r.send("EHLO x\r\nSTARTTLS\r\n")
+    r.reply()
+    assert r.reply().startswith("220 2.0.0")
+    # ... and then the client never starts the handshake.
+    inst.wait_log(r"timeout after", timeout=5)
+    inst.wait_log(r"disconnect from unknown\[127\.0\.0\.1\]", timeout=5)
+    again = Raw(port)
+    assert again.reply().startswith("220 "), "the slot of the dropped session is free again"
+
+
+def test_client_that_never_reads_cannot_grow_server_memory():
+    need_root()
+    inst = smtp_instance({"smtpd_hard_error_limit": "1000"})
+    s = socket.create_connection(("127.0.0.1", inst.port), timeout=3)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    chunk = b"HELP\r\n" * 10000
+    sent = 0
+    try:
+        for _ in range(400):  # up to 24 MB, replies ~15x larger
+            s.sendall(chunk)
+            sent += len(chunk)
+    except (socket.timeout, OSError):
+        pass
+    pid = inst.children()[0]
+    rss = int(re.search(r"VmRSS:\s+(\d+)", open(f"/proc/{pid}/status").read()).group(1))
+    assert rss < 64 * 1024, f"smtpd RSS {rss} KiB after {sent} bytes from a client that never reads"
+    s.close()
+
+
+def test_queue_failure_during_bdat_never_runs_chunk_as_commands():
+    need_root()
+    inst = smtp_instance()
+    incoming = os.path.join(inst.queue, "incoming")
+    os.chmod(incoming, 0o500)
+    try:
+        r = Raw(inst.port)
+        r.reply()
+        r.send("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<root@localhost>\r\n")
+        r.reply(), r.reply(), r.reply()
+        chunk = b"NOOP\r\nHELP\r\nQUIT\r\n"
+        r.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
+        assert r.reply().startswith("451 4.3.0")
+        r.send("NOOP\r\n")
+        assert r.reply().startswith("250 2.0.0 Ok"), "the chunk was read as data and thrown away"
+    finally:
+        os.chmod(incoming, 0o700)
+
+
+def test_pregreet_without_rejection_answers_after_the_greeting():
+    need_root()
+    inst = smtp_instance({"smtpd_pregreet_wait": "1s", "smtpd_reject_pregreet": "no"})
+    r = Raw(inst.port)
+    r.send("NOOP\r\n")
+    assert r.reply().startswith("220 "), "the greeting comes first"
+    assert r.reply().startswith("250 ")
+    inst.wait_log(r"PREGREET 6 after greeting pause")

@@ -588,3 +588,23 @@ TEST_CASE("valid_helo") {
         CHECK(got == c.want);
     }
 }
+
+TEST_CASE("UTF-8 addresses must be well-formed") {
+    struct Case { std::string addr; bool ok; };
+    const Case cases[] = {
+        {"j\xc3\xb6rg@b.example", true},         // ö
+        {"\xe2\x98\x83@b.example", true},         // snowman
+        {"\xf0\x9f\x98\x80@b.example", true},     // emoji
+        {"a\xff@b.example", false},               // never valid
+        {"a\xc3@b.example", false},               // truncated sequence
+        {"a\xc0\xaf@b.example", false},           // overlong '/'
+        {"a\xed\xa0\x80@b.example", false},       // surrogate
+        {"a\xf4\x90\x80\x80@b.example", false},   // past U+10FFFF
+        {"a@b\xc3.example", false},               // truncated in the domain
+    };
+    for (auto& c : cases) {
+        auto r = smtpd::parse_path("FROM:<" + c.addr + ">", "FROM:", true, false);
+        INFO("address " << util::printable(c.addr) << ": got " << bool(r) << ", want " << c.ok);
+        CHECK(bool(r) == c.ok);
+    }
+}
