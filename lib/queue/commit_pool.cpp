@@ -6,6 +6,7 @@
 #include <exception>
 #include <sysexits.h>
 
+#include "fs/fs.hpp"
 #include "log/log.hpp"
 #include "queue/queue.hpp"
 #include "queue/record.hpp"
@@ -65,7 +66,9 @@ void CommitPool::worker() noexcept {
         }
         std::optional<Result<std::string>> result;
         try {
-            auto r = job.writer->commit();
+            auto r = job.writer->commit_file();
+            if (r) r = sync_dir(job.writer->incoming_dir());
+            if (!r && job.writer->committed()) job.writer->uncommit();
             if (r) result.emplace(job.writer->id());
             else result.emplace(r.error());
             job.writer.reset();  // a failed commit removes its temp file here, off the loop
@@ -84,6 +87,34 @@ void CommitPool::worker() noexcept {
             [[maybe_unused]] ssize_t n = ::write(wake_fd_.get(), &one, sizeof one);
         }
     }
+}
+
+Result<void> CommitPool::sync_dir(const std::string& dir) {
+    std::unique_lock lk(sync_mu_);
+    const std::uint64_t ticket = ++renamed_;  // my rename is done
+    while (synced_ < ticket) {
+        if (syncing_) {
+            sync_cv_.wait(lk);
+            continue;
+        }
+        // Lead a round: it covers every rename finished so far.
+        syncing_ = true;
+        const std::uint64_t lo = synced_ + 1, hi = renamed_;
+        lk.unlock();
+        auto r = fs::fsync_dir(dir);
+        lk.lock();
+        syncing_ = false;
+        synced_ = hi;
+        if (!r) {
+            // Note: fsync errors are reported once; every file of the round fails.
+            if (failed_rounds_.size() >= 64) failed_rounds_.erase(failed_rounds_.begin());
+            failed_rounds_.push_back({lo, hi, r.error()});
+        }
+        sync_cv_.notify_all();
+    }
+    for (auto& f : failed_rounds_)
+        if (ticket >= f.lo && ticket <= f.hi) return f.error;
+    return {};
 }
 
 void CommitPool::deliver() noexcept {

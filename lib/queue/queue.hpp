@@ -176,6 +176,13 @@ public:
     // file), fsync incoming/. Meant for a pool thread. If the directory fsync
     // fails the file is removed again, so an error always means "not queued".
     Result<void> commit();
+    // commit() in two steps, so a pool can share one directory fsync among
+    // many files: commit_file() fsyncs and renames; after a failed fsync of
+    // incoming_dir(), uncommit() takes the file back.
+    Result<void> commit_file();
+    std::string incoming_dir() const;
+    void uncommit() noexcept;
+    bool committed() const noexcept { return state_ == State::Committed; }
     // Removes the temp file. A no-op after a successful commit.
     void abort() noexcept;
 
@@ -232,6 +239,9 @@ private:
         Result<std::string> result;
     };
     void worker() noexcept;
+    // Group commit: one fsync of incoming/ covers every rename finished
+    // before it started; each caller waits until its rename is covered.
+    Result<void> sync_dir(const std::string& dir);
     void deliver() noexcept;
     void stop_and_join() noexcept;
 
@@ -242,6 +252,16 @@ private:
     std::condition_variable cv_;
     std::deque<Job> jobs_;             // guarded by mu_
     std::vector<Completion> results_;  // guarded by mu_
+    // Directory group commit state, guarded by sync_mu_.
+    std::mutex sync_mu_;
+    std::condition_variable sync_cv_;
+    std::uint64_t renamed_ = 0, synced_ = 0;
+    bool syncing_ = false;
+    struct FailedRound {
+        std::uint64_t lo, hi;
+        Error error;
+    };
+    std::vector<FailedRound> failed_rounds_;
     bool stopping_ = false;            // guarded by mu_
     std::vector<std::thread> threads_;
 };

@@ -200,24 +200,36 @@ Result<void> Writer::finish() {
     return {};
 }
 
-Result<void> Writer::commit() {
+Result<void> Writer::commit_file() {
     POSTERN_ASSERT(state_ == State::Finished);
     if (auto r = check_usable(); !r) return r;
     if (::fsync(fd_.get()) != 0) return fail_sys("fsync", temp_path_, errno);
     // Note: close errors matter on NFS, where write errors may show up only here.
     if (::close(fd_.release()) != 0 && errno != EINTR) return fail_sys("close", temp_path_, errno);
-    const std::string dir = join_path(queue_dir_, Incoming);
-    const std::string path = join_path(dir, id_);
+    const std::string path = join_path(incoming_dir(), id_);
     if (int err = rename_noreplace(temp_path_, path); err != 0)
         return fail_sys("rename", temp_path_ + " to " + path, err);
     state_ = State::Committed;
-    if (auto r = fs::fsync_dir(dir); !r) {
-        // The name may not survive a crash. Report "not queued" and take the
-        // file back, so a client that retries does not make a duplicate.
-        failed_ = true;
-        if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-            log::warn("%s: remove %s: %s", id_.c_str(), path.c_str(), errno_text(errno).c_str());
-        state_ = State::Closed;
+    return {};
+}
+
+std::string Writer::incoming_dir() const { return join_path(queue_dir_, Incoming); }
+
+void Writer::uncommit() noexcept {
+    // The name may not survive a crash. Report "not queued" and take the
+    // file back, so a client that retries does not make a duplicate.
+    POSTERN_ASSERT(state_ == State::Committed);
+    failed_ = true;
+    const std::string path = join_path(incoming_dir(), id_);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+        log::warn("%s: remove %s: %s", id_.c_str(), path.c_str(), errno_text(errno).c_str());
+    state_ = State::Closed;
+}
+
+Result<void> Writer::commit() {
+    if (auto r = commit_file(); !r) return r;
+    if (auto r = fs::fsync_dir(incoming_dir()); !r) {
+        uncommit();
         return r;
     }
     return {};
