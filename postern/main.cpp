@@ -9,6 +9,9 @@
 #include "maps/maps.hpp"
 #include "postern/check.hpp"
 #include "postern/control.hpp"
+#include "postern/queue_cmd.hpp"
+
+#include <iostream>
 
 using namespace postern;
 
@@ -16,6 +19,7 @@ namespace {
 int usage() {
     std::fprintf(stderr,
                  "usage: postern [-c config_directory] start | stop | reload | status | check\n"
+                 "       postern [-c config_directory] queue list [--json] | show QUEUE_ID\n"
                  "       postern map build [-a] FILE      (-a: aliases(5) format; writes FILE.db)\n"
                  "       postern map query TYPE:FILE KEY  (prints the value; exit 1 when not found)\n");
     return EX_USAGE;
@@ -68,6 +72,18 @@ int main(int argc, char** argv) {
     if (i >= argc) return usage();
     std::string cmd = argv[i++];
     if (cmd == "map") return map_command(argc, argv, i);
+    if (cmd == "queue") {
+        auto cfg = config::Config::load(dir);
+        if (!cfg) {
+            std::fprintf(stderr, "%s\n", cfg.error().text.c_str());
+            return EX_CONFIG;
+        }
+        std::string sub = i < argc ? argv[i] : "";
+        if (sub == "list" && (i + 1 == argc || (i + 2 == argc && std::string(argv[i + 1]) == "--json")))
+            return queue_cmd::list(cfg->params(), i + 2 == argc, std::cout);
+        if (sub == "show" && i + 2 == argc) return queue_cmd::show(cfg->params(), argv[i + 1], std::cout);
+        return usage();
+    }
     if (i != argc) return usage();
     if (cmd == "start") return control::start(dir);
     if (cmd == "stop") return control::stop(dir);

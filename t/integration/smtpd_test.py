@@ -558,3 +558,37 @@ def test_pregreet_without_rejection_answers_after_the_greeting():
     assert r.reply().startswith("220 "), "the greeting comes first"
     assert r.reply().startswith("250 ")
     inst.wait_log(r"PREGREET 6 after greeting pause")
+
+
+def test_postern_queue_list_and_show():
+    need_root()
+    import json
+    inst = smtp_instance()
+    r = inst.postern("queue", "list")
+    assert r.returncode == 0 and r.stdout == "Mail queue is empty\n", (r.returncode, r.stdout, r.stderr)
+    ids = []
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=10) as s:
+        s.ehlo("x")
+        for i in range(2):
+            s.mail("sender@b.example")
+            s.rcpt("root@localhost")
+            s.rcpt("postmaster@localhost")
+            code, text = s.data(f"Subject: q{i}\r\n\r\nbody {i}\r\n".encode())
+            ids.append(qid_of(text.decode()))
+    r = inst.postern("queue", "list")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("-Queue ID-        --Size-- ----Arrival Time---- -Sender/Recipient-------\n")
+    for qid in ids:
+        assert re.search(rf"^{qid} +\d+ \w{{3}} \w{{3}} +\d+ \d\d:\d\d:\d\d  sender@b\.example$", r.stdout, re.M), r.stdout
+    assert r.stdout.count(" " * 47 + "root@localhost\n") == 2
+    assert r.stdout.rstrip().endswith("Kbytes in 2 Requests.")
+    r = inst.postern("queue", "list", "--json")
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["queue_id"] for row in rows] == sorted(ids)
+    assert rows[0]["sender"] == "sender@b.example" and len(rows[0]["recipients"]) == 2
+    r = inst.postern("queue", "show", ids[1])
+    assert r.returncode == 0
+    assert f"*** ENVELOPE RECORDS incoming/{ids[1]} ***" in r.stdout and "sender: sender@b.example" in r.stdout
+    assert "Subject: q1\n\nbody 1\n*** END OF MESSAGE ***" in r.stdout  # text mode folds CRLF
+    assert inst.postern("queue", "show", ids[0][:11] + "ZZZZZ").returncode == 66
+    assert inst.postern("queue", "show", "../../etc").returncode == 64
