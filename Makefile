@@ -3,7 +3,8 @@
 # and each program and unit test names the modules it links.
 #   make            build everything into build/ (programs in build/bin/)
 #   make SAN=1      the same with ASan+UBSan, into build/san/
-#   make check      build, lint, unit tests (normal and SAN), integration tests
+#   make check      build, lint, unit tests (normal and SAN), fuzz runs, integration tests
+#   make fuzz       libFuzzer targets (clang) into build/fuzz/
 #   make run        build and start a self-contained instance under ./run/
 #   make install    install (DESTDIR, PREFIX); make uninstall
 SHELL := /bin/bash

@@ -12,7 +12,6 @@
 #include <system_error>
 
 namespace postern::fs {
-namespace {
 
 std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
 
@@ -24,6 +23,8 @@ Error sys_error(std::string_view op, std::string_view what, int err) {
     t += errno_text(err);
     return Error::temp(std::move(t));
 }
+
+namespace {
 
 Error refused(std::string_view path, std::string_view why) {
     std::string t("refusing ");

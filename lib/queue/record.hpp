@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 
+#include "fs/fs.hpp"
 #include "util/result.hpp"
 
 namespace postern::queue::detail {
@@ -45,8 +46,8 @@ bool valid_subdir(std::string_view s) noexcept;
 
 // dir + "/" + name, without doubling the slash when dir is "/" or ends in one.
 std::string join_path(std::string_view dir, std::string_view name);
-std::string errno_text(int err);
 // Error::temp("<op> <what>: <strerror>")
-Error sys_error(std::string_view op, std::string_view what, int err);
+using fs::errno_text;
+using fs::sys_error;
 
 }  // namespace postern::queue::detail
