@@ -33,6 +33,7 @@ UNIT_TESTS := $(patsubst t/unit/%_test.cpp,%,$(wildcard t/unit/*_test.cpp))
 util_test_LIBS := util
 log_test_LIBS := log util
 fs_test_LIBS := fs log util
+mailbox_test_LIBS := mailbox fs log util
 privs_test_LIBS := privs log util
 config_test_LIBS := $(BASE_LIBS)
 ipc_test_LIBS := ipc log util
