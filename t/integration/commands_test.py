@@ -142,3 +142,42 @@ def test_every_parameter_is_documented():
     man = open(os.path.join(ROOT, "doc", "postern.conf.5")).read()
     missing = [n for n in names if f".B {n}\n" not in man]
     assert not missing, f"parameters missing from doc/postern.conf.5: {missing}"
+
+
+def test_init_script_drives_an_instance():
+    need_root()
+    from harness import Instance, free_port, alive
+    port = free_port()
+    inst = Instance(master_cf=f"{port} inet n - y - - testd\n")
+    defaults = os.path.join(inst.dir, "default")
+    with open(defaults, "w") as f:
+        f.write(f"POSTERN={BIN}/postern\nMAIL_CONFIG={inst.etc}\n")
+    env = dict(os.environ, POSTERN_DEFAULTS=defaults)
+    init = os.path.join(ROOT, "etc", "init.d", "postern")
+
+    def run(action):
+        return subprocess.run(["sh", init, action], capture_output=True, text=True, env=env, timeout=60)
+
+    assert run("status").returncode == 3, "LSB: 3 = not running"
+    r = run("start")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert run("status").returncode == 0
+    assert run("start").returncode == 0, "starting a running service is not an error"
+    assert run("reload").returncode == 0
+    inst.wait_log(r"reload -- version")
+    assert run("restart").returncode == 0
+    assert run("force-reload").returncode == 0
+    main_cf = os.path.join(inst.etc, "main.cf")
+    good = open(main_cf).read()
+    with open(main_cf, "a") as f:
+        f.write("max_use = many\n")
+    r = run("restart")
+    assert r.returncode == 6 and "max_use" in r.stderr, "a broken config is refused before stopping"
+    assert run("status").returncode == 4, "LSB: 4 = unknown while main.cf cannot be read"
+    with open(main_cf, "w") as f:
+        f.write(good)
+    assert run("status").returncode == 0, "the refused restart left the system running"
+    assert run("stop").returncode == 0
+    assert run("status").returncode == 3
+    assert run("stop").returncode == 0, "stopping a stopped service is not an error"
+    assert run("frobnicate").returncode == 2
