@@ -40,26 +40,25 @@ struct Master::ServiceRt {
 
 namespace {
 
-std::string errno_text() { return std::strerror(errno); }
 
 Result<UniqueFd> bind_endpoint(const Endpoint& e) {
     if (e.kind == Endpoint::Kind::Unix) {
         sockaddr_un sun{};
         if (e.path.size() >= sizeof sun.sun_path) return Error::config("socket path too long: " + e.path);
         UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-        if (!fd) return Error::temp("socket: " + errno_text());
+        if (!fd) return Error::temp("socket: " + errno_text(errno));
         sun.sun_family = AF_UNIX;
         std::memcpy(sun.sun_path, e.path.c_str(), e.path.size() + 1);
         struct stat st{};
         if (::lstat(e.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(e.path.c_str());
         if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun) != 0)
-            return Error::temp("bind " + e.path + ": " + errno_text());
+            return Error::temp("bind " + e.path + ": " + errno_text(errno));
         ::chmod(e.path.c_str(), 0666);  // access is controlled by the directory
-        if (::listen(fd.get(), 128) != 0) return Error::temp("listen " + e.path + ": " + errno_text());
+        if (::listen(fd.get(), 128) != 0) return Error::temp("listen " + e.path + ": " + errno_text(errno));
         return fd;
     }
     UniqueFd fd(::socket(e.family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!fd) return Error::temp("socket: " + errno_text());
+    if (!fd) return Error::temp("socket: " + errno_text(errno));
     int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     sockaddr_storage ss{};
@@ -79,8 +78,8 @@ Result<UniqueFd> bind_endpoint(const Endpoint& e) {
         len = sizeof *s4;
     }
     if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0)
-        return Error::temp("bind " + e.text() + ": " + errno_text());
-    if (::listen(fd.get(), 128) != 0) return Error::temp("listen " + e.text() + ": " + errno_text());
+        return Error::temp("bind " + e.text() + ": " + errno_text(errno));
+    if (::listen(fd.get(), 128) != 0) return Error::temp("listen " + e.text() + ": " + errno_text(errno));
     return fd;
 }
 
@@ -142,7 +141,7 @@ std::unique_ptr<Master::ServiceRt> Master::make_service(const config::Service& d
         }
     }
     if (!make_pipe(s->status_r, s->status_w, true) || !make_pipe(s->life_r, s->life_w, false)) {
-        *error_out = "pipe: " + errno_text();
+        *error_out = "pipe: " + errno_text(errno);
         return nullptr;
     }
     return s;
@@ -202,7 +201,7 @@ void Master::spawn(ServiceRt& s) {
 
     pid_t pid = ::fork();
     if (pid < 0) {
-        log::warn("fork: %s", errno_text().c_str());
+        log::warn("fork: %s", errno_text(errno).c_str());
         throttle(s);
         return;
     }
@@ -220,7 +219,7 @@ void Master::spawn(ServiceRt& s) {
         }
         ::close_range(static_cast<unsigned>(service::proto::kStatusFd + give.size()), ~0U, 0);
         ::execve(argv[0], argv.data(), envp.data());
-        log::error("exec %s: %s", argv[0], errno_text().c_str());
+        log::error("exec %s: %s", argv[0], errno_text(errno).c_str());
         _exit(EX_OSERR);
     }
     s.pool.spawned(pid, Clock::now());

@@ -67,6 +67,7 @@ void Session::error_reply(const std::string& text) {
     }
 }
 
+// Counts a command for the disconnect line ("rcpt=1/2": 1 of 2 accepted).
 void Session::count(const std::string& name, bool ok) {
     std::string key = util::to_lower(name);
     for (auto& [n, c] : counts_) {
@@ -77,6 +78,12 @@ void Session::count(const std::string& name, bool ok) {
         }
     }
     counts_.push_back({key, {ok ? 1 : 0, 1}});
+}
+
+// A command counted with count(name, false) turned out to succeed.
+void Session::count_ok(std::string_view name) {
+    for (auto& [n, c] : counts_)
+        if (n == name) ++c.first;
 }
 
 void Session::on_disconnect() {
@@ -308,8 +315,7 @@ void Session::do_helo(const Command& c, bool ehlo) {
         error_reply(ehlo ? "501 5.5.4 Syntax: EHLO hostname" : "501 5.5.4 Syntax: HELO hostname");
         return;
     }
-    for (auto& [n, cnt] : counts_)
-        if (n == (ehlo ? "ehlo" : "helo")) ++cnt.first;
+    count_ok(ehlo ? "ehlo" : "helo");
     reset_transaction();
     helo_ = c.arg;
     ehlo_ = ehlo;
@@ -348,8 +354,7 @@ void Session::do_mail(const Command& c) {
     env_.ret = params->ret;
     env_.body = params->body == Body::EightBitMime ? "8BITMIME" : params->body == Body::SevenBit ? "7BIT" : "";
     env_.smtputf8 = params->smtputf8;
-    for (auto& [n, cnt] : counts_)
-        if (n == "mail") ++cnt.first;
+    count_ok("mail");
     reply("250 2.1.0 Ok");
 }
 
@@ -398,8 +403,7 @@ void Session::do_rcpt(const Command& c) {
         return error_reply(text);
     }
     env_.recipients.push_back({addr, params->orcpt, params->notify});
-    for (auto& [n, cnt] : counts_)
-        if (n == "rcpt") ++cnt.first;
+    count_ok("rcpt");
     reply("250 2.1.5 Ok");
 }
 
@@ -431,8 +435,7 @@ bool Session::do_starttls(const Command& c) {
         error_reply("502 5.5.1 Error: command not implemented");
         return false;
     }
-    for (auto& [n, cnt] : counts_)
-        if (n == "starttls") ++cnt.first;
+    count_ok("starttls");
     reply("220 2.0.0 Ready to start TLS");
     io_.start_tls();
     return true;
@@ -511,8 +514,7 @@ void Session::do_bdat(const Command& c) {
     bdat_left_ = size;
     bdat_last_ = last;
     phase_ = Phase::Bdat;
-    for (auto& [nm, cnt] : counts_)
-        if (nm == "bdat") ++cnt.first;
+    count_ok("bdat");
     if (size == 0) {
         phase_ = Phase::Command;
         if (last) {
@@ -623,8 +625,7 @@ void Session::end_message() {
     }
     if (auto mid = added_message_id_ ? added_message_id_ : headers_.value("Message-ID"))
         log::info("%s: message-id=%s", writer_->id().c_str(), util::printable(*mid, 300).c_str());
-    for (auto& [n, cnt] : counts_)
-        if (n == (bdat_used_ ? "bdat" : "data") && !bdat_used_) ++cnt.first;
+    if (!bdat_used_) count_ok("data");  // BDAT chunks were counted as they came
     // 250 only after the file is durable (DESIGN.md): wait for the commit.
     paused_ = true;
     std::weak_ptr<bool> alive = alive_;

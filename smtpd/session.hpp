@@ -144,6 +144,7 @@ private:
     void error_reply(const std::string& text);
     void reset_transaction();
     void count(const std::string& name, bool ok);
+    void count_ok(std::string_view name);
     std::string proto() const;
     void log_reject(const std::string& cmd, const std::string& reply, const std::string& to);
 

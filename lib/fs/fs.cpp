@@ -13,17 +13,6 @@
 
 namespace postern::fs {
 
-std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
-
-Error sys_error(std::string_view op, std::string_view what, int err) {
-    std::string t(op);
-    t += ' ';
-    t += what;
-    t += ": ";
-    t += errno_text(err);
-    return Error::temp(std::move(t));
-}
-
 namespace {
 
 Error refused(std::string_view path, std::string_view why) {

@@ -46,10 +46,6 @@
 namespace postern::fs {
 
 // Writes all of data, retrying short writes and EINTR. EAGAIN is an error.
-// "op what: strerror(err)" as Error::temp, the shape every file error here has.
-Error sys_error(std::string_view op, std::string_view what, int err);
-std::string errno_text(int err);
-
 Result<void> write_all(int fd, std::string_view data);
 
 // fsync()s a directory, making renames and unlinks in it durable.

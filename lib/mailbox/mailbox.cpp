@@ -23,15 +23,6 @@ constexpr std::size_t MaxHostLen = 64;
 constexpr int CreateTries = 16;
 constexpr int64_t UsPerSec = 1000000;
 
-Error sys_error(std::string_view op, std::string_view what, int err) {
-    std::string t(op);
-    t += ' ';
-    t += what;
-    t += ": ";
-    t += std::error_code(err, std::generic_category()).message();
-    return Error::temp(std::move(t));
-}
-
 Error refused(std::string_view path, std::string_view why) {
     std::string t("refusing maildir ");
     t += path;

@@ -85,8 +85,6 @@ Result<Entry> make_entry(const Logical& l, Format format, const std::string& fil
 
 // ---- files -----------------------------------------------------------------
 
-std::string errno_text(int err) { return std::strerror(err); }
-
 // Reads a whole source file, refusing anything larger than MaxSourceSize.
 Result<std::string> read_source(const std::string& path) {
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));

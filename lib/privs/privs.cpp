@@ -15,15 +15,6 @@ namespace {
 // Large groups (thousands of members) need big buffers; past this, assume a broken NSS.
 constexpr std::size_t MaxNssBuffer = 16u << 20;
 
-Error sys_error(std::string_view op, std::string_view what, int err) {
-    std::string t(op);
-    t += ' ';
-    t += what;
-    t += ": ";
-    t += std::error_code(err, std::generic_category()).message();
-    return Error::temp(std::move(t));
-}
-
 // Calls a getXXnam_r-style function with a buffer that grows on ERANGE.
 // Returns the entry copied by `convert`, nullopt when not found, or an error.
 template <typename T, typename Entry, typename Call, typename Convert>

@@ -15,7 +15,7 @@ namespace postern::queue {
 
 CommitPool::CommitPool(event::Base& base, int threads)
     : loop_thread_(std::this_thread::get_id()), wake_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
-    if (!wake_fd_) log::fatal(EX_OSERR, "eventfd: %s", detail::errno_text(errno).c_str());
+    if (!wake_fd_) log::fatal(EX_OSERR, "eventfd: %s", errno_text(errno).c_str());
     wake_ev_ = event::Event::io(base, wake_fd_.get(), EV_READ | EV_PERSIST, [this](short) { deliver(); });
     wake_ev_.add();
     if (threads < 1) threads = 1;

@@ -47,7 +47,5 @@ bool valid_subdir(std::string_view s) noexcept;
 // dir + "/" + name, without doubling the slash when dir is "/" or ends in one.
 std::string join_path(std::string_view dir, std::string_view name);
 // Error::temp("<op> <what>: <strerror>")
-using fs::errno_text;
-using fs::sys_error;
 
 }  // namespace postern::queue::detail

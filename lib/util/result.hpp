@@ -18,6 +18,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 
@@ -35,6 +36,11 @@ struct Error {
     static Error config(std::string t) { return {Kind::Config, std::move(t)}; }
     static Error protocol(std::string t) { return {Kind::Protocol, std::move(t)}; }
 };
+
+// strerror-style text for an errno value (thread-safe).
+std::string errno_text(int err);
+// "op what: strerror(err)" as Error::temp: the shape of every system-call error.
+Error sys_error(std::string_view op, std::string_view what, int err);
 
 template <typename T>
 class [[nodiscard]] Result {
