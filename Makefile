@@ -15,16 +15,18 @@ LIB_L0 := util
 LIB_L1 := log fs privs
 LIB_L2 := config event ipc tls maps dns
 LIB_L3 := address mime queue auth mailbox
-LIB_L4 := service login
+LIB_L4 := service login delivery
 LIB_ALL := $(LIB_L0) $(LIB_L1) $(LIB_L2) $(LIB_L3) $(LIB_L4)
 
 # Programs: <dir>_LIBS lists the lib/ modules it links. <dir>_BIN names the binary.
-ALL_PROGRAMS := master postern smtpd testd
+ALL_PROGRAMS := master postern smtpd qmgr local testd
 BASE_LIBS := config log fs privs util
 master_LIBS := service queue event ipc $(BASE_LIBS)
 postern_LIBS := service queue event maps $(BASE_LIBS)
 testd_LIBS := service queue event $(BASE_LIBS)
 smtpd_LIBS := service queue tls event ipc maps $(BASE_LIBS)
+qmgr_LIBS := delivery service queue event ipc maps $(BASE_LIBS)
+local_LIBS := delivery service queue mailbox event ipc maps $(BASE_LIBS)
 testd_DIR := t/testd
 
 # Unit tests: t/unit/<name>_test.cpp links the modules in <name>_test_LIBS
@@ -50,6 +52,11 @@ smtpd_data_test_LIBS := util
 smtpd_data_test_OBJS := smtpd/data
 smtpd_session_test_LIBS := $(BASE_LIBS)
 smtpd_session_test_OBJS := smtpd/session smtpd/protocol smtpd/data
+delivery_test_LIBS := delivery queue ipc event fs log util
+qmgr_test_LIBS := delivery queue event ipc maps $(BASE_LIBS)
+qmgr_test_OBJS := $(patsubst %.cpp,%,$(filter-out qmgr/main.cpp,$(wildcard qmgr/*.cpp)))
+local_test_LIBS := delivery queue mailbox event ipc maps $(BASE_LIBS)
+local_test_OBJS := $(patsubst %.cpp,%,$(filter-out local/main.cpp,$(wildcard local/*.cpp)))
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 SAN ?=

@@ -357,7 +357,9 @@ Result<Config> Config::from_text(std::string_view main_cf, const std::string& fi
 
     for (const ParamDef& d : param_table()) {
         auto raw = lookup_raw(&ctx, d.name);
-        auto v = ex.expand(raw.value_or(""));
+        // A late parameter keeps its $names for the daemon to expand per
+        // use (forward_path: $home, $user, $extension), with Config::expand.
+        auto v = d.late ? Result<std::string>(raw.value_or("")) : ex.expand(raw.value_or(""));
         if (!v) {
             errors += origin_of(d.name) + ": " + d.name.data() + ": " + v.error().text + "\n";
             continue;
@@ -425,18 +427,26 @@ Result<Config> Config::from_text(std::string_view main_cf, const std::string& fi
     return cfg;
 }
 
-std::string Config::expand(std::string_view text) const {
+std::string Config::expand(std::string_view text, const std::map<std::string, std::string, std::less<>>* extra) const {
     struct Ctx {
         const Config* self;
-    } ctx{this};
+        const std::map<std::string, std::string, std::less<>>* extra;
+    } ctx{this, extra};
     Expander ex(
         [](void* p, std::string_view name) -> std::optional<std::string> {
             auto* c = static_cast<Ctx*>(p);
-            auto it = c->self->expanded_.find(name);
-            if (it == c->self->expanded_.end()) return std::string();
+            const std::string* value = nullptr;
+            if (c->extra) {
+                if (auto e = c->extra->find(name); e != c->extra->end()) value = &e->second;
+            }
+            if (!value) {
+                auto it = c->self->expanded_.find(name);
+                if (it == c->self->expanded_.end()) return std::string();
+                value = &it->second;
+            }
             // Values are already expanded; protect '$' in them.
             std::string out;
-            for (char ch : it->second) {
+            for (char ch : *value) {
                 out += ch;
                 if (ch == '$') out += '$';
             }

@@ -98,6 +98,39 @@ struct Params {
     long long smtpd_client_connection_rate_limit = 0;
     Seconds anvil_rate_time_unit{};
     std::string smtpd_client_event_limit_exceptions;
+    // Queue manager: routing, scheduling, retries, bounces.
+    std::string default_transport;
+    std::string local_transport;
+    std::string virtual_transport;
+    std::string relay_transport;
+    std::string relayhost;
+    std::string transport_maps;
+    std::string virtual_mailbox_domains;
+    long long qmgr_message_active_limit = 0;
+    Seconds queue_run_delay{};
+    Seconds minimal_backoff_time{};
+    Seconds maximal_backoff_time{};
+    Seconds maximal_queue_lifetime{};
+    Seconds bounce_queue_lifetime{};
+    Seconds delay_warning_time{};
+    long long default_destination_concurrency_limit = 0;
+    long long default_destination_recipient_limit = 0;
+    std::string bounce_notice_recipient;
+    std::string double_bounce_sender;
+    // Local and virtual delivery.
+    std::string home_mailbox;
+    std::string mail_spool_directory;
+    std::string forward_path;
+    std::string allow_mail_to_commands;
+    std::string allow_mail_to_files;
+    Seconds command_time_limit{};
+    long long mailbox_size_limit = 0;
+    std::string local_command_shell;
+    std::string mailbox_delivery_lock;
+    std::string virtual_mailbox_maps;
+    std::string virtual_mailbox_base;
+    std::string virtual_uid_maps;
+    std::string virtual_gid_maps;
 };
 
 enum class Type { Str, Int, Bool, Time };
@@ -111,6 +144,7 @@ struct ParamDef {
     std::variant<std::string Params::*, long long Params::*, bool Params::*, Seconds Params::*> member;
     std::string_view doc;
     std::string_view choices = {};  // Str: the allowed values, space-separated ("" = any)
+    bool late = false;              // Str: stored unexpanded; the daemon expands it per use
 };
 
 std::span<const ParamDef> param_table();
@@ -146,7 +180,10 @@ public:
     const Params& params() const noexcept { return params_; }
     // Expands $name references against this configuration; undefined names
     // expand to nothing here (load() already rejected them in main.cf).
-    std::string expand(std::string_view text) const;
+    // extra: names that take precedence (per-recipient values such as $home);
+    // their values are inserted as they are.
+    std::string expand(std::string_view text,
+                       const std::map<std::string, std::string, std::less<>>* extra = nullptr) const;
     // The expanded value of any parameter, known or not (custom parameters).
     std::optional<std::string> value(std::string_view name) const;
     std::string main_cf_path() const { return params_.config_directory + "/main.cf"; }

@@ -24,6 +24,10 @@ constexpr ParamDef E(std::string_view n, std::string P::*m, std::string_view def
                      std::string_view doc) {
     return {n, Type::Str, def, 0, 0, m, doc, choices};
 }
+// A string kept unexpanded for per-use expansion (see ParamDef::late).
+constexpr ParamDef L(std::string_view n, std::string P::*m, std::string_view def, std::string_view doc) {
+    return {n, Type::Str, def, 0, 0, m, doc, {}, true};
+}
 constexpr ParamDef B(std::string_view n, bool P::*m, std::string_view def, std::string_view doc) {
     return {n, Type::Bool, def, 0, 0, m, doc};
 }
@@ -94,6 +98,49 @@ const std::array kTable = {
     T("anvil_rate_time_unit", &P::anvil_rate_time_unit, "60s", 1, 3600, "the time unit of the rate limits"),
     S("smtpd_client_event_limit_exceptions", &P::smtpd_client_event_limit_exceptions, "$mynetworks",
       "clients exempt from the connection count and rate limits"),
+    S("default_transport", &P::default_transport, "smtp", "transport for domains not otherwise routed"),
+    S("local_transport", &P::local_transport, "local:$myhostname", "transport for mydestination domains"),
+    S("virtual_transport", &P::virtual_transport, "virtual", "transport for virtual_mailbox_domains"),
+    S("relay_transport", &P::relay_transport, "smtp", "transport for relay_domains"),
+    S("relayhost", &P::relayhost, "", "next hop for mail to other domains: host, [host]:port"),
+    S("transport_maps", &P::transport_maps, "", "tables: domain or address -> transport:nexthop"),
+    S("virtual_mailbox_domains", &P::virtual_mailbox_domains, "", "domains whose users are virtual mailboxes"),
+    I("qmgr_message_active_limit", &P::qmgr_message_active_limit, "20000", 1, 10000000,
+      "messages qmgr holds in active/ at once"),
+    T("queue_run_delay", &P::queue_run_delay, "300s", 1, 86400, "how often qmgr scans deferred/"),
+    T("minimal_backoff_time", &P::minimal_backoff_time, "300s", 1, 86400 * 7, "shortest pause before a retry"),
+    T("maximal_backoff_time", &P::maximal_backoff_time, "4000s", 1, 86400 * 7, "longest pause before a retry"),
+    T("maximal_queue_lifetime", &P::maximal_queue_lifetime, "5d", 0, 86400 * 100,
+      "a message still undeliverable after this long is bounced"),
+    T("bounce_queue_lifetime", &P::bounce_queue_lifetime, "5d", 0, 86400 * 100,
+      "maximal_queue_lifetime for bounces (messages from <>)"),
+    T("delay_warning_time", &P::delay_warning_time, "0h", 0, 86400 * 100,
+      "warn the sender after a message is delayed this long (0 = never)"),
+    I("default_destination_concurrency_limit", &P::default_destination_concurrency_limit, "20", 1, 10000,
+      "parallel deliveries to one destination"),
+    I("default_destination_recipient_limit", &P::default_destination_recipient_limit, "50", 1, 1000,
+      "recipients per delivery request"),
+    S("bounce_notice_recipient", &P::bounce_notice_recipient, "postmaster", "who gets double bounces"),
+    S("double_bounce_sender", &P::double_bounce_sender, "double-bounce",
+      "sender of double bounces; mail to it is discarded"),
+    S("home_mailbox", &P::home_mailbox, "Maildir/",
+      "mailbox relative to the home directory (ending in / = Maildir; empty = mail_spool_directory)"),
+    S("mail_spool_directory", &P::mail_spool_directory, "/var/mail", "mbox spool used when home_mailbox is empty"),
+    L("forward_path", &P::forward_path, "$home/.forward${recipient_delimiter}${extension}, $home/.forward",
+      ".forward files tried, in order"),
+    S("allow_mail_to_commands", &P::allow_mail_to_commands, "alias, forward",
+      "where |command entries are allowed: alias, forward, include"),
+    S("allow_mail_to_files", &P::allow_mail_to_files, "alias, forward",
+      "where /file entries are allowed: alias, forward, include"),
+    T("command_time_limit", &P::command_time_limit, "1000s", 1, 86400, "time limit for a delivery to a command"),
+    I("mailbox_size_limit", &P::mailbox_size_limit, "51200000", 0, 1LL << 50,
+      "largest mbox file, in bytes (0 = no limit)"),
+    S("local_command_shell", &P::local_command_shell, "/bin/sh", "shell for commands that need one"),
+    S("mailbox_delivery_lock", &P::mailbox_delivery_lock, "fcntl, dotlock", "how mbox files are locked"),
+    S("virtual_mailbox_maps", &P::virtual_mailbox_maps, "", "tables: address -> maildir under virtual_mailbox_base"),
+    S("virtual_mailbox_base", &P::virtual_mailbox_base, "", "directory the virtual mailbox paths are relative to"),
+    S("virtual_uid_maps", &P::virtual_uid_maps, "", "owner uid of virtual mailboxes: static:N or tables"),
+    S("virtual_gid_maps", &P::virtual_gid_maps, "", "group gid of virtual mailboxes: static:N or tables"),
 };
 
 }  // namespace
