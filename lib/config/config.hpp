@@ -117,6 +117,7 @@ struct Params {
     long long default_destination_recipient_limit = 0;
     std::string bounce_notice_recipient;
     std::string double_bounce_sender;
+    long long bounce_size_limit = 0;
     // Local and virtual delivery.
     std::string home_mailbox;
     std::string mail_spool_directory;

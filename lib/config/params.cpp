@@ -123,6 +123,8 @@ const std::array kTable = {
     S("bounce_notice_recipient", &P::bounce_notice_recipient, "postmaster", "who gets double bounces"),
     S("double_bounce_sender", &P::double_bounce_sender, "double-bounce",
       "sender of double bounces; mail to it is discarded"),
+    I("bounce_size_limit", &P::bounce_size_limit, "50000", 1, 1LL << 30,
+      "most bytes of the original message returned in a bounce (beyond it: headers only)"),
     S("home_mailbox", &P::home_mailbox, "Maildir/",
       "mailbox relative to the home directory (ending in / = Maildir; empty = mail_spool_directory)"),
     S("mail_spool_directory", &P::mail_spool_directory, "/var/mail", "mbox spool used when home_mailbox is empty"),

@@ -131,7 +131,7 @@ std::optional<uint64_t> id_time_us(std::string_view id) noexcept {
 
 Result<void> make_dirs(const std::string& queue_dir) {
     if (::mkdir(queue_dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("mkdir", queue_dir, errno);
-    for (auto sub : {Incoming, Active, Deferred, Hold, Corrupt, Maildrop}) {
+    for (auto sub : {Incoming, Active, Deferred, Hold, Corrupt, Maildrop, DeferLog}) {
         std::string p = join_path(queue_dir, sub);
         if (::mkdir(p.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("mkdir", p, errno);
         struct stat st {};

@@ -10,7 +10,7 @@
 //   Envelope and feed message bytes.
 //
 //   Queue directory: subdirectories incoming active deferred hold corrupt
-//   maildrop (made by master; make_dirs is for tests). Daemons run chrooted in
+//   maildrop, plus defer/ for defer logs (made by master; make_dirs is for tests). Daemons run chrooted in
 //   it, so every call takes the queue directory path, which may be "/" or ".".
 //
 //   Queue ID: 11 characters of the arrival time in microseconds, base 32, fixed
@@ -110,6 +110,8 @@ inline constexpr std::string_view Deferred = "deferred";
 inline constexpr std::string_view Hold = "hold";
 inline constexpr std::string_view Corrupt = "corrupt";
 inline constexpr std::string_view Maildrop = "maildrop";
+// Per-message defer logs (why each recipient is still waiting), not queue files.
+inline constexpr std::string_view DeferLog = "defer";
 
 // Creates the queue directory and any missing subdirectory, mode 0700.
 // Existing directories are left as they are. For tests; master sets up the
