@@ -13,21 +13,24 @@ SHELL := /bin/bash
 
 LIB_L0 := util
 LIB_L1 := log fs privs
-LIB_L2 := config event ipc tls maps dns
+LIB_L2 := config event ipc tls maps
+LIB_L2_DNS := dns# runs on the event loop, so one step above event
 LIB_L3 := address mime queue auth mailbox
 LIB_L4 := service login delivery
-LIB_ALL := $(LIB_L0) $(LIB_L1) $(LIB_L2) $(LIB_L3) $(LIB_L4)
+LIB_ALL := $(LIB_L0) $(LIB_L1) $(LIB_L2) $(LIB_L2_DNS) $(LIB_L3) $(LIB_L4)
 
 # Programs: <dir>_LIBS lists the lib/ modules it links. <dir>_BIN names the binary.
-ALL_PROGRAMS := master postern smtpd qmgr local testd
+ALL_PROGRAMS := master postern smtpd qmgr local testd dnsq
 BASE_LIBS := config log fs privs util
 master_LIBS := service queue event ipc $(BASE_LIBS)
 postern_LIBS := service queue event maps $(BASE_LIBS)
 testd_LIBS := service queue event $(BASE_LIBS)
-smtpd_LIBS := service queue tls event ipc maps $(BASE_LIBS)
+smtpd_LIBS := service queue tls event ipc maps dns $(BASE_LIBS)
 qmgr_LIBS := delivery service queue event ipc maps $(BASE_LIBS)
 local_LIBS := delivery service queue mailbox event ipc maps $(BASE_LIBS)
 testd_DIR := t/testd
+dnsq_DIR := t/dnsq
+dnsq_LIBS := dns event log util
 
 # Unit tests: t/unit/<name>_test.cpp links the modules in <name>_test_LIBS
 # (and <name>_test_OBJS: logic objects of a program, never its main.cpp).
@@ -41,6 +44,7 @@ config_test_LIBS := $(BASE_LIBS)
 ipc_test_LIBS := ipc log util
 maps_test_LIBS := maps fs log util
 event_test_LIBS := event log util
+dns_test_LIBS := dns event log util
 service_test_LIBS := service queue event ipc $(BASE_LIBS)
 master_test_LIBS := event ipc $(BASE_LIBS)
 master_test_OBJS := master/services
@@ -55,6 +59,8 @@ smtpd_session_test_OBJS := smtpd/session smtpd/protocol smtpd/data
 delivery_test_LIBS := delivery queue ipc event fs log util
 qmgr_test_LIBS := delivery queue event ipc maps $(BASE_LIBS)
 qmgr_test_OBJS := $(patsubst %.cpp,%,$(filter-out qmgr/main.cpp,$(wildcard qmgr/*.cpp)))
+qmgr_sched_test_LIBS := $(qmgr_test_LIBS)
+qmgr_sched_test_OBJS := $(qmgr_test_OBJS)
 local_test_LIBS := delivery queue mailbox event ipc maps $(BASE_LIBS)
 local_test_OBJS := $(patsubst %.cpp,%,$(filter-out local/main.cpp,$(wildcard local/*.cpp)))
 
@@ -67,7 +73,7 @@ CXXFLAGS ?= -O2 -g
 VERSION := 0.1
 CXXFLAGS += -DPOSTERN_VERSION=\"$(VERSION)\" -std=c++20 -Wall -Wextra -Wshadow -Wnon-virtual-dtor -Wno-missing-field-initializers -pipe -Ilib -I. -MMD -MP \
             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS := -Wl,--as-needed $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldb -lcrypt -lpthread
+LDLIBS := -Wl,--as-needed $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldb -lcrypt -lpthread -lunbound
 ifneq ($(SAN),)
 CXXFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
@@ -125,6 +131,8 @@ smtpd_command_fuzz_LIBS := util
 smtpd_command_fuzz_OBJS := smtpd/protocol
 smtpd_data_fuzz_LIBS := util
 smtpd_data_fuzz_OBJS := smtpd/data
+dns_wire_fuzz_LIBS := dns event log util
+defer_log_fuzz_LIBS := queue event fs log util
 FUZZ_CXX ?= clang++
 HAVE_FUZZ_CXX := $(shell command -v $(FUZZ_CXX))
 FUZZ_CXXFLAGS := $(filter-out -O%,$(CXXFLAGS)) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined

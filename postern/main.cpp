@@ -1,4 +1,4 @@
-// postern: the control command. postern [-c DIR] start|stop|reload|status|check; postern map build|query
+// postern: the control command. postern [-c DIR] start|stop|reload|status|check|queue ...; postern map build|query
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -19,7 +19,8 @@ namespace {
 int usage() {
     std::fprintf(stderr,
                  "usage: postern [-c config_directory] start | stop | reload | status | check\n"
-                 "       postern [-c config_directory] queue list [--json] | show QUEUE_ID\n"
+                 "       postern [-c config_directory] queue list [--json] | show QUEUE_ID | flush\n"
+                 "       postern [-c config_directory] queue hold | release | delete | requeue QUEUE_ID... | ALL | -\n"
                  "       postern map build [-a] FILE      (-a: aliases(5) format; writes FILE.db)\n"
                  "       postern map query TYPE:FILE KEY  (prints the value; exit 1 when not found)\n");
     return EX_USAGE;
@@ -82,6 +83,14 @@ int main(int argc, char** argv) {
         if (sub == "list" && (i + 1 == argc || (i + 2 == argc && std::string(argv[i + 1]) == "--json")))
             return queue_cmd::list(cfg->params(), i + 2 == argc, std::cout);
         if (sub == "show" && i + 2 == argc) return queue_cmd::show(cfg->params(), argv[i + 1], std::cout);
+        if (sub == "flush" && i + 1 == argc) return queue_cmd::flush(cfg->params());
+        const std::pair<const char*, queue_cmd::Verb> verbs[] = {{"hold", queue_cmd::Verb::Hold},
+                                                                  {"release", queue_cmd::Verb::Release},
+                                                                  {"delete", queue_cmd::Verb::Delete},
+                                                                  {"requeue", queue_cmd::Verb::Requeue}};
+        for (auto& [name, verb] : verbs)
+            if (sub == name && i + 1 < argc)
+                return queue_cmd::change(cfg->params(), verb, {argv + i + 1, argv + argc}, std::cin);
         return usage();
     }
     if (i != argc) return usage();

@@ -1,4 +1,4 @@
-// postern/queue_cmd.cpp - mailq-style listing and postcat-style display of queue files.
+// postern/queue_cmd.cpp - mailq-style listing (with defer reasons) and postcat-style display of queue files.
 #include "postern/queue_cmd.hpp"
 
 #include <dirent.h>
@@ -9,21 +9,46 @@
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
+#include <memory>
 #include <vector>
 
 #include "queue/queue.hpp"
+#include "util/handles.hpp"
 #include "util/strings.hpp"
 #include "util/unique_fd.hpp"
 
 namespace postern::queue_cmd {
 namespace {
 
+using DirPtr = std::unique_ptr<DIR, CDeleter<::closedir>>;
+
 struct Entry {
     std::string id;
     std::string_view dir;
     queue::Envelope env;
     std::uint64_t size = 0;
+    std::vector<queue::DeferEntry> defer;  // why recipients wait, from defer/<ID>
 };
+
+// The defer reason for each pending recipient, in recipient order (empty
+// when none is known). A log entry serves one recipient: an address that
+// appears twice takes the entries in turn.
+std::vector<std::string> delay_reasons(const Entry& e) {
+    std::vector<std::string> out;
+    std::vector<bool> used(e.defer.size(), false);
+    for (const auto& r : e.env.recipients) {
+        if (r.status != queue::StatusPending) continue;
+        std::string reason;
+        for (std::size_t i = 0; i < e.defer.size(); ++i) {
+            if (used[i] || e.defer[i].address != r.address) continue;
+            used[i] = true;
+            reason = e.defer[i].reason;
+            break;
+        }
+        out.push_back(std::move(reason));
+    }
+    return out;
+}
 
 std::string json_string(std::string_view s) {
     std::string out = "\"";
@@ -60,6 +85,9 @@ std::optional<Entry> load(const std::string& qdir, std::string_view dir, const s
         return {};
     });
     if (!r) std::fprintf(stderr, "postern: %s: %s\n", path.c_str(), r.error().text.c_str());
+    auto d = queue::read_defer_log(qdir, id);
+    if (d) e.defer = std::move(*d);
+    else std::fprintf(stderr, "postern: %s: %s\n", id.c_str(), d.error().text.c_str());
     return e;
 }
 
@@ -67,12 +95,12 @@ std::vector<Entry> scan(const std::string& qdir) {
     std::vector<Entry> out;
     for (std::string_view dir : {queue::Incoming, queue::Active, queue::Deferred, queue::Hold}) {
         std::string path = qdir + "/" + std::string(dir);
-        DIR* d = ::opendir(path.c_str());
-        if (d == nullptr) continue;
+        DirPtr d(::opendir(path.c_str()));
+        if (!d) continue;
         std::vector<std::string> ids;
-        while (dirent* de = ::readdir(d))
+        while (const dirent* de = ::readdir(d.get()))
             if (queue::valid_id(de->d_name)) ids.emplace_back(de->d_name);
-        ::closedir(d);
+        d.reset();
         for (auto& id : ids)
             if (auto e = load(qdir, dir, id)) out.push_back(std::move(*e));
     }
@@ -90,11 +118,14 @@ int list(const config::Params& p, bool json, std::ostream& out) {
             out << "{\"queue_name\": " << json_string(e.dir) << ", \"queue_id\": " << json_string(e.id)
                 << ", \"arrival_time\": " << e.env.arrival_us / 1000000 << ", \"message_size\": " << e.size
                 << ", \"sender\": " << json_string(e.env.sender) << ", \"recipients\": [";
-            bool first = true;
+            auto reasons = delay_reasons(e);
+            std::size_t n = 0;
             for (auto& r : e.env.recipients) {
                 if (r.status != queue::StatusPending) continue;
-                out << (first ? "" : ", ") << "{\"address\": " << json_string(r.address) << "}";
-                first = false;
+                out << (n ? ", " : "") << "{\"address\": " << json_string(r.address);
+                if (!reasons[n].empty()) out << ", \"delay_reason\": " << json_string(reasons[n]);
+                out << "}";
+                ++n;
             }
             out << "]}\n";
         }
@@ -116,8 +147,14 @@ int list(const config::Params& p, bool json, std::ostream& out) {
         char line[256];
         std::snprintf(line, sizeof line, "%-17s %8llu %s  ", id.c_str(), static_cast<unsigned long long>(e.size), when);
         out << line << util::printable(e.env.sender.empty() ? "MAILER-DAEMON" : e.env.sender) << "\n";
-        for (auto& r : e.env.recipients)
-            if (r.status == queue::StatusPending) out << std::string(47, ' ') << util::printable(r.address) << "\n";
+        auto reasons = delay_reasons(e);
+        std::size_t n = 0;
+        for (auto& r : e.env.recipients) {
+            if (r.status != queue::StatusPending) continue;
+            out << std::string(47, ' ') << util::printable(r.address) << "\n";
+            if (!reasons[n].empty()) out << std::string(47, ' ') << "(" << util::printable(reasons[n], 300) << ")\n";
+            ++n;
+        }
         out << "\n";
         total += e.size;
     }

@@ -75,19 +75,44 @@ struct Server::Conn : Io {
         bev.disable(EV_READ | EV_WRITE);
         server.reap();
     }
+    // The greeting waits for the client's name, the pregreet pause and (for
+    // implicit TLS) the handshake, whichever comes last.
+    void maybe_start() {
+        if (closing || gone || !name_ready || !pause_over || !tls_ready || session->started()) return;
+        session->start();
+    }
 
     Server& server;
     std::string peer_addr;
     event::BufferEvent bev;
     service::Connection conn;
     std::unique_ptr<Session> session;
+    std::unique_ptr<PeerNameLookup> peername;
     event::Event greet_timer, linger;
     bool closing = false, gone = false, handshaking = false, tls = false;
+    bool name_ready = true, pause_over = true, tls_ready = true;
 };
 
-Resources load_resources(const config::Params& p) {
+namespace {
+
+// The client host name lookup: smtpd_peername_lookup, dns_servers and
+// smtpd_peername_lookup_timeout.
+void load_resolver(service::Context& ctx, Resources& r) {
+    const auto& p = ctx.params();
+    r.peername_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(p.smtpd_peername_lookup_timeout);
+    if (!p.smtpd_peername_lookup) return;
+    auto res = dns::Resolver::create(ctx.base(), {.servers = p.dns_servers, .timeout = r.peername_timeout});
+    if (!res) log::fatal(EX_CONFIG, "%s", res.error().text.c_str());
+    r.resolver = std::move(*res);
+}
+
+}  // namespace
+
+Resources load_resources(service::Context& ctx) {
+    const auto& p = ctx.params();
     Resources r;
     r.recipients.load(p);
+    load_resolver(ctx, r);
     bool need = p.smtpd_tls_security_level == "encrypt" || p.smtpd_tls_wrappermode;
     if (p.smtpd_tls_security_level == "none" && !p.smtpd_tls_wrappermode) return r;
     if (p.smtpd_tls_cert_file.empty()) {
@@ -100,18 +125,19 @@ Resources load_resources(const config::Params& p) {
                       "every MAIL will be refused with 530 until a certificate is configured");
         return r;
     }
-    auto ctx = tls::server_context(p.smtpd_tls_cert_file, p.smtpd_tls_key_file);
-    if (!ctx) {
-        if (need) log::fatal(EX_CONFIG, "%s", ctx.error().text.c_str());
-        log::warn("%s; STARTTLS is not offered", ctx.error().text.c_str());
+    auto tls_ctx = tls::server_context(p.smtpd_tls_cert_file, p.smtpd_tls_key_file);
+    if (!tls_ctx) {
+        if (need) log::fatal(EX_CONFIG, "%s", tls_ctx.error().text.c_str());
+        log::warn("%s; STARTTLS is not offered", tls_ctx.error().text.c_str());
         return r;
     }
-    r.tls = std::move(*ctx);
+    r.tls = std::move(*tls_ctx);
     return r;
 }
 
 Server::Server(service::Context& ctx, Resources res)
-    : ctx_(ctx), recipients_(std::move(res.recipients)), tls_(std::move(res.tls)), wrapper_(ctx.params().smtpd_tls_wrappermode),
+    : ctx_(ctx), recipients_(std::move(res.recipients)), tls_(std::move(res.tls)), resolver_(std::move(res.resolver)),
+      peername_timeout_(res.peername_timeout), wrapper_(ctx.params().smtpd_tls_wrappermode),
       queue_dir_(ctx.options().chroot ? "/" : ctx.params().queue_directory), pool_(ctx.base()) {
     auto s = Settings::from(ctx.params());
     if (!s) log::fatal(EX_CONFIG, "%s", s.error().text.c_str());
@@ -166,8 +192,12 @@ void Server::arm(Conn* cp) {
                 cp->tls = true;
                 log::info("Anonymous TLS connection established from %s: %s", cp->session->peer_text().c_str(),
                           tls::summary(cp->bev.ssl()).c_str());
-                if (wrapper_ && !cp->session->started()) cp->session->start();
-                else cp->session->tls_started();
+                if (!cp->tls_ready) {  // implicit TLS: now the greeting may go
+                    cp->tls_ready = true;
+                    cp->maybe_start();
+                } else {
+                    cp->session->tls_started();
+                }
             }
             return;
         }
@@ -219,17 +249,30 @@ void Server::accept(service::Connection c) {
         return;
     }
     cp->bev.enable(EV_READ | EV_WRITE);
-    if (implicit) return;  // the greeting follows the TLS handshake
-    auto pause = ctx_.params().smtpd_pregreet_wait;
-    if (pause.count() == 0) {
-        cp->session->start();
-        return;
+    if (resolver_ && dns::wire::reverse_name(cp->peer_addr)) {
+        // Like Postfix: the greeting (and the "connect from" line) waits for
+        // the verified name; a client that talks meanwhile is pregreeting.
+        cp->name_ready = false;
+        cp->peername = std::make_unique<PeerNameLookup>(*resolver_, ctx_.base(), cp->peer_addr, peername_timeout_,
+                                                        [cp](std::string name) {
+                                                            cp->session->set_peer_name(std::move(name));
+                                                            cp->name_ready = true;
+                                                            cp->maybe_start();
+                                                        });
     }
-    // Wait a moment before the greeting: a client that talks first is caught.
-    cp->greet_timer = event::Event::timer(ctx_.base(), [cp] {
-        if (!cp->closing && !cp->gone) cp->session->start();
-    });
-    cp->greet_timer.add(std::chrono::duration_cast<std::chrono::milliseconds>(pause));
+    auto pause = ctx_.params().smtpd_pregreet_wait;
+    if (implicit) {
+        cp->tls_ready = false;  // the greeting follows the TLS handshake
+    } else if (pause.count() > 0) {
+        // Wait a moment before the greeting: a client that talks first is caught.
+        cp->pause_over = false;
+        cp->greet_timer = event::Event::timer(ctx_.base(), [cp] {
+            cp->pause_over = true;
+            cp->maybe_start();
+        });
+        cp->greet_timer.add(std::chrono::duration_cast<std::chrono::milliseconds>(pause));
+    }
+    cp->maybe_start();
 }
 
 bool Server::rate_ok(const std::string& addr) {

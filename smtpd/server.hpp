@@ -2,15 +2,19 @@
 //   smtpd/server.hpp - smtpd's connection handling on libevent
 // PURPOSE
 //   Owns the per-process state of smtpd (settings, local recipient table,
-//   commit pool) and, for each accepted connection, a bufferevent feeding a
-//   Session and carrying its replies, with timeouts, back-pressure while a
-//   commit is in flight, and a per-client connection limit. Not the SMTP
-//   logic (smtpd/session.cpp) and not the queue format (lib/queue).
+//   commit pool, DNS resolver) and, for each accepted connection, a
+//   bufferevent feeding a Session and carrying its replies, with timeouts,
+//   back-pressure while a commit is in flight, and a per-client connection
+//   limit. The greeting waits for the client's verified host name
+//   (smtpd/peername.hpp, bounded by smtpd_peername_lookup_timeout). Not the
+//   SMTP logic (smtpd/session.cpp) and not the queue format (lib/queue).
 // SYNOPSIS
-//   Server srv(ctx, recipients);      // after the jail
+//   auto res = load_resources(ctx);   // before the jail: recipients, TLS key, resolver
+//   Server srv(ctx, std::move(res));  // after the jail
 //   srv.accept(std::move(conn));      // from the service skeleton
 // ERRORS
-//   Queue and commit failures reach the client as 451 4.3.0.
+//   Queue and commit failures reach the client as 451 4.3.0. A bad
+//   dns_servers or smtpd_peername_lookup value is fatal at start-up (EX_CONFIG).
 // SEE ALSO
 //   smtpd/session.hpp, service/service.hpp, queue/queue.hpp
 #pragma once
@@ -21,21 +25,27 @@
 #include <memory>
 #include <string>
 
+#include "dns/dns.hpp"
 #include "queue/queue.hpp"
 #include "service/service.hpp"
+#include "smtpd/peername.hpp"
 #include "smtpd/recipients.hpp"
 #include "smtpd/session.hpp"
 #include "tls/tls.hpp"
 
 namespace postern::smtpd {
 
-// What smtpd loads as root before the jail: the recipient table and the
-// TLS certificate and key (the key file is root's, mode 0600).
+// What smtpd loads as root before the jail: the recipient table, the TLS
+// certificate and key (the key file is root's, mode 0600), and the DNS
+// resolver (it reads /etc/resolv.conf and /etc/hosts when it is created).
+// No resolver when smtpd_peername_lookup = no: every client is "unknown".
 struct Resources {
     LocalRecipients recipients;
     tls::SslCtxPtr tls;
+    std::unique_ptr<dns::Resolver> resolver;
+    std::chrono::milliseconds peername_timeout{10000};
 };
-Resources load_resources(const config::Params& p);
+Resources load_resources(service::Context& ctx);
 
 class Server : public Backend {
 public:
@@ -60,6 +70,9 @@ private:
     Settings settings_;
     LocalRecipients recipients_;
     tls::SslCtxPtr tls_;
+    // Before conns_: the sessions' lookups must go before the resolver does.
+    std::unique_ptr<dns::Resolver> resolver_;
+    std::chrono::milliseconds peername_timeout_;
     bool wrapper_ = false;
     std::string queue_dir_;
     queue::CommitPool pool_;

@@ -133,6 +133,8 @@ public:
     bool closed() const noexcept { return closed_; }
     bool started() const noexcept { return started_; }
     std::string peer_text() const { return peer_.text(); }
+    // The client's verified host name (smtpd/peername.hpp), set before start().
+    void set_peer_name(std::string name) { peer_.name = std::move(name); }
     bool waiting() const noexcept { return paused_; }  // a commit is in flight
     // TLS became active (after start_tls()): reset to the pre-EHLO state.
     void tls_started();

@@ -98,6 +98,9 @@ struct Params {
     long long smtpd_client_connection_rate_limit = 0;
     Seconds anvil_rate_time_unit{};
     std::string smtpd_client_event_limit_exceptions;
+    std::string dns_servers;
+    bool smtpd_peername_lookup = true;
+    Seconds smtpd_peername_lookup_timeout{};
     // Queue manager: routing, scheduling, retries, bounces.
     std::string default_transport;
     std::string local_transport;

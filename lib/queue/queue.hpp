@@ -48,28 +48,52 @@
 //   M E are required; all but R and B appear at most once. Envelope records
 //   come before M, B records between M and E, nothing after E.
 //
+// DEFER LOG FORMAT
+//   defer/<ID> tells, for each recipient still waiting, why the last attempt
+//   failed. qmgr replaces it after each attempt, `postern queue list` shows it,
+//   deleting the message removes it. It is informational: never fsynced, and
+//   losing it loses no mail. Text: the line "postern-defer-log 1", then one
+//   line per entry, five fields separated by TAB, ended by LF:
+//     TIME DSN ADDRESS RELAY REASON
+//   TIME decimal microseconds (Unix epoch, no leading zeros); DSN "d.d.d"
+//   (class 2, 4 or 5); ADDRESS not empty; RELAY may be empty. In ADDRESS,
+//   RELAY and REASON every byte below 0x20, 0x7f and '\' is written as \xNN
+//   (two lower-case hex digits) and nothing else is; other bytes (UTF-8) are
+//   as they are. A REASON longer than MaxDeferReason bytes (unescaped) is cut
+//   by the writer and ends in "..."; readers refuse longer ones. The whole
+//   file is at most MaxDeferLogSize bytes.
+//
 // SYNOPSIS
 //   auto w = queue::Writer::create(queue_dir, now_us);   // incoming/.tmp-PID-N
 //   w->write_envelope(env);  w->append(bytes) ...;  w->finish();
+//   w->set_owner(uid, gid);                            // root writers only
 //   pool.submit(std::make_unique<queue::Writer>(std::move(*w)), [](Result<std::string> id) {...});
 //   auto env = queue::read_envelope(fd, &content_off);  queue::read_content(fd, content_off, sink);
 //   queue::set_recipient_status(fd, env->recipients[0], 'D');
 //   queue::move_to(queue_dir, id, "incoming", "active");
+//   queue::write_defer_log(queue_dir, id, entries);  auto d = queue::read_defer_log(queue_dir, id);
 // ERRORS
 //   I/O failures (including a full disk) are Error::temp naming the operation,
 //   the path and strerror. A malformed file is Error::perm("corrupt queue
 //   file: <what> at offset N"); callers move it to corrupt/. Envelope values
 //   that cannot be stored (bad RET/BODY/NOTIFY/status, oversized fields) are
 //   Error::perm. Calling Writer methods out of order is a bug (assert).
+//   A malformed or oversized defer log is Error::perm("corrupt defer log ...");
+//   a missing one is an empty list.
 // SECURITY
 //   Readers trust nothing in the file: every length is checked against the
 //   file size (from fstat) before anything is allocated, and a single record
 //   is capped at 64 MiB. IDs given to move_to are checked with valid_id, so
 //   they cannot name other paths. Files are created 0600 with O_EXCL and
 //   O_NOFOLLOW. The reader never crashes on any input (fuzz/queue_reader_fuzz.cpp).
+//   Defer logs are read by root (`postern queue list`) from a directory the
+//   mail owner controls: opened relative to defer/ (itself not a symlink),
+//   with O_NOFOLLOW and O_NONBLOCK, regular files only, size checked first.
 // SEE ALSO
 //   fs/fs.hpp, event/event.hpp, DESIGN.md (Queue), Postfix rec_type.h
 #pragma once
+
+#include <sys/types.h>
 
 #include <condition_variable>
 #include <cstddef>
@@ -174,6 +198,10 @@ public:
     uint64_t content_size() const noexcept { return content_size_; }
     // Writes the buffered bytes and the end record.
     Result<void> finish();
+    // fchown()s the temp file, for a writer running as root (the local agent
+    // re-queueing forwarded mail) whose file the queue owner must be able to
+    // update. Any time before commit; needs CAP_CHOWN.
+    Result<void> set_owner(uid_t uid, gid_t gid);
     // BLOCKING: fsync the file, rename it to incoming/<ID> (never replacing a
     // file), fsync incoming/. Meant for a pool thread. If the directory fsync
     // fails the file is removed again, so an error always means "not queued".
@@ -295,5 +323,37 @@ Result<std::size_t> remove_stale_temp_files(const std::string& queue_dir);
 // fsyncs to_subdir. Both must be queue subdirectories and id must be valid.
 Result<void> move_to(const std::string& queue_dir, const std::string& id, std::string_view from_subdir,
                      std::string_view to_subdir);
+
+// ---- Defer logs (format above)
+
+struct DeferEntry {
+    std::string address;  // the recipient as in the queue file
+    std::string dsn;      // "4.4.1"
+    std::string reason;   // "connect to mx.example[192.0.2.1]:25: Connection refused"
+    std::string relay;    // "mx.example[192.0.2.1]:25", or empty
+    int64_t time_us = 0;  // when the attempt ended
+};
+
+inline constexpr std::size_t MaxDeferLogSize = 1u << 20;
+inline constexpr std::size_t MaxDeferReason = 1000;
+
+// Replaces defer/<id> with entries, all or nothing (temp file in defer/,
+// then rename; mode 0600; no fsync). An empty list removes the log. One
+// writer per queue (qmgr): a temp file of the same ID is taken for a crash
+// leftover and removed. Error::perm for an invalid ID, an entry with an empty
+// address, a malformed DSN code or a negative time, or more than
+// MaxDeferLogSize bytes of text; Error::temp for I/O failures.
+Result<void> write_defer_log(const std::string& queue_dir, std::string_view id,
+                             const std::vector<DeferEntry>& entries);
+// The entries in the order written. No log (or no defer/ at all): empty.
+Result<std::vector<DeferEntry>> read_defer_log(const std::string& queue_dir, std::string_view id);
+// Removes defer/<id> (and a crash's temp file for it); a missing log or an
+// invalid ID is not an error. Best effort: the log is informational.
+void remove_defer_log(const std::string& queue_dir, std::string_view id) noexcept;
+// The file's text and back, without I/O (the two above use them; for tests
+// and fuzzing). The text form is canonical: a text that parses formats back
+// to itself. Errors as for write_defer_log and read_defer_log.
+Result<std::string> format_defer_log(const std::vector<DeferEntry>& entries);
+Result<std::vector<DeferEntry>> parse_defer_log(std::string_view text);
 
 }  // namespace postern::queue

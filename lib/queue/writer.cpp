@@ -200,6 +200,13 @@ Result<void> Writer::finish() {
     return {};
 }
 
+Result<void> Writer::set_owner(uid_t uid, gid_t gid) {
+    POSTERN_ASSERT(state_ == State::Created || state_ == State::Envelope || state_ == State::Finished);
+    if (auto r = check_usable(); !r) return r;
+    if (::fchown(fd_.get(), uid, gid) != 0) return fail_sys("fchown", temp_path_, errno);
+    return {};
+}
+
 Result<void> Writer::commit_file() {
     POSTERN_ASSERT(state_ == State::Finished);
     if (auto r = check_usable(); !r) return r;

@@ -92,6 +92,10 @@ class Instance:
             "inet_interfaces": "127.0.0.1",
             "service_throttle_time": "60s",
             "master_stop_timeout": "5s",
+            # Tests never use the machine's resolver: client names stay
+            # "unknown" unless a test starts its own DNS server (dnsserver.py)
+            # and sets smtpd_peername_lookup = yes and dns_servers.
+            "smtpd_peername_lookup": "no",
         }
         self.main.update(main_cf or {})
         self.write_main_cf()

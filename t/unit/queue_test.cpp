@@ -1,4 +1,4 @@
-// Unit tests for lib/queue: IDs, the queue file format (round trips, truncation, garbage), status updates, housekeeping, CommitPool.
+// Unit tests for lib/queue: IDs, the queue file format (round trips, truncation, garbage), status updates, housekeeping, CommitPool, defer logs.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <set>
 #include <string>
@@ -765,4 +766,273 @@ TEST_CASE("CommitPool: the destructor finishes queued work and reports it") {
     INFO("callbacks: got " << done << ", want 10");
     CHECK(done == 10);
     CHECK(list(dir / "incoming").size() == 10);
+}
+
+// ---- Defer logs
+
+namespace {
+
+std::vector<queue::DeferEntry> sample_defer_entries() {
+    return {
+        {"alice@example.com", "4.4.1", "connect to mx.example.com[192.0.2.1]:25: Connection refused",
+         "mx.example.com[192.0.2.1]:25", Now},
+        {"\"odd\\\\ one\"@example.com", "4.7.0", "tab\there, newline\nthere, \x7f, back\\slash, caf\xc3\xa9", "",
+         Now + 1},
+        {"bob@example.org", "5.1.1", "", "", 0},
+    };
+}
+
+bool same(const queue::DeferEntry& a, const queue::DeferEntry& b) {
+    return a.address == b.address && a.dsn == b.dsn && a.reason == b.reason && a.relay == b.relay &&
+           a.time_us == b.time_us;
+}
+
+const std::string DeferId = "1M0Z90PCG0DBG9R1";
+
+}  // namespace
+
+TEST_CASE("defer log: round trip, replace, remove") {
+    TempDir dir;
+    REQUIRE(queue::valid_id(DeferId));
+    auto entries = sample_defer_entries();
+    auto w = queue::write_defer_log(dir.path, DeferId, entries);
+    INFO("write: " << (w ? "" : w.error().text));
+    REQUIRE(w);
+    CHECK(list(dir / "defer") == std::vector<std::string>{DeferId});
+    struct stat st {};
+    REQUIRE(::stat((dir / "defer/" + DeferId).c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0600);
+    std::string text = slurp(dir / "defer/" + DeferId);
+    INFO("file: " << text);
+    CHECK(text.rfind("postern-defer-log 1\n", 0) == 0);
+    CHECK(text.find("tab\\x09here, newline\\x0athere, \\x7f, back\\x5cslash, caf\xc3\xa9\n") != std::string::npos);
+
+    auto r = queue::read_defer_log(dir.path, DeferId);
+    INFO("read: " << (r ? "" : r.error().text));
+    REQUIRE(r);
+    REQUIRE(r->size() == entries.size());
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+        INFO("entry " << i << ": got <" << (*r)[i].address << "> " << (*r)[i].reason);
+        CHECK(same((*r)[i], entries[i]));
+    }
+
+    // A second write replaces the whole log.
+    REQUIRE(queue::write_defer_log(dir.path, DeferId, {entries[2]}));
+    r = queue::read_defer_log(dir.path, DeferId);
+    REQUIRE(r);
+    REQUIRE(r->size() == 1);
+    CHECK(same(r->front(), entries[2]));
+    CHECK(list(dir / "defer") == std::vector<std::string>{DeferId});  // no temp file left
+
+    // An empty list removes it; so does remove_defer_log.
+    REQUIRE(queue::write_defer_log(dir.path, DeferId, {}));
+    CHECK(list(dir / "defer").empty());
+    REQUIRE(queue::write_defer_log(dir.path, DeferId, entries));
+    queue::remove_defer_log(dir.path, DeferId);
+    CHECK(list(dir / "defer").empty());
+    queue::remove_defer_log(dir.path, DeferId);  // already gone: fine
+}
+
+TEST_CASE("defer log: missing log and missing directory are empty") {
+    TempDir dir;
+    auto r = queue::read_defer_log(dir.path, DeferId);
+    REQUIRE(r);
+    CHECK(r->empty());
+    std::filesystem::remove(dir / "defer");
+    r = queue::read_defer_log(dir.path, DeferId);
+    REQUIRE(r);
+    CHECK(r->empty());
+    auto w = queue::write_defer_log(dir.path, DeferId, sample_defer_entries());
+    REQUIRE_FALSE(w);
+    CHECK(w.error().kind == Error::Kind::Temp);
+}
+
+TEST_CASE("defer log: a crash's temp file does not block the next write") {
+    TempDir dir;
+    { std::ofstream(dir / ("defer/.tmp-" + DeferId)) << "half"; }
+    REQUIRE(queue::write_defer_log(dir.path, DeferId, sample_defer_entries()));
+    CHECK(list(dir / "defer") == std::vector<std::string>{DeferId});
+    { std::ofstream(dir / ("defer/.tmp-" + DeferId)) << "half"; }
+    queue::remove_defer_log(dir.path, DeferId);
+    CHECK(list(dir / "defer").empty());
+}
+
+TEST_CASE("defer log: a long reason is cut, marked, and not split inside UTF-8") {
+    TempDir dir;
+    std::string reason = "x" + std::string(1200, '\0');
+    for (std::size_t i = 1; i < reason.size(); i += 2) reason.replace(i, 2, "\xc3\xa9");
+    reason.resize(1201);
+    queue::DeferEntry e{"a@b.example", "4.0.0", reason, "", Now};
+    REQUIRE(queue::write_defer_log(dir.path, DeferId, {e}));
+    auto r = queue::read_defer_log(dir.path, DeferId);
+    REQUIRE(r);
+    REQUIRE(r->size() == 1);
+    const std::string& got = r->front().reason;
+    INFO("got " << got.size() << " bytes, want at most " << queue::MaxDeferReason);
+    CHECK(got.size() <= queue::MaxDeferReason);
+    CHECK(got.substr(got.size() - 3) == "...");
+    CHECK(got.compare(0, got.size() - 3, reason, 0, got.size() - 3) == 0);
+    CHECK((static_cast<unsigned char>(got[got.size() - 4]) & 0xc0) != 0xc0);  // no lead byte left dangling
+}
+
+TEST_CASE("defer log: IDs are validated") {
+    TempDir dir;
+    for (std::string bad : {"", "../incoming/1M0Z90PCG0DBG9R1", "1M0Z90PCG0DBG9R1/", "x", ".tmp-1M0Z90PCG0DBG9R1"}) {
+        INFO("id \"" << bad << "\"");
+        auto w = queue::write_defer_log(dir.path, bad, sample_defer_entries());
+        REQUIRE_FALSE(w);
+        CHECK(w.error().kind == Error::Kind::Perm);
+        auto r = queue::read_defer_log(dir.path, bad);
+        REQUIRE_FALSE(r);
+        CHECK(r.error().kind == Error::Kind::Perm);
+        queue::remove_defer_log(dir.path, bad);  // a no-op, no crash
+    }
+    CHECK(list(dir / "defer").empty());
+}
+
+TEST_CASE("defer log: bad entries are refused on write") {
+    TempDir dir;
+    struct Case {
+        const char* what;
+        queue::DeferEntry e;
+    } cases[] = {
+        {"empty address", {"", "4.0.0", "r", "", Now}},
+        {"bad DSN", {"a@b", "4.0", "r", "", Now}},
+        {"DSN class 3", {"a@b", "3.0.0", "r", "", Now}},
+        {"negative time", {"a@b", "4.0.0", "r", "", -1}},
+    };
+    for (auto& c : cases) {
+        INFO(c.what);
+        auto w = queue::write_defer_log(dir.path, DeferId, {c.e});
+        REQUIRE_FALSE(w);
+        CHECK(w.error().kind == Error::Kind::Perm);
+    }
+    // Too much text in all.
+    std::vector<queue::DeferEntry> many(2000, {"a@b.example", "4.0.0", std::string(900, 'r'), "", Now});
+    auto w = queue::write_defer_log(dir.path, DeferId, many);
+    REQUIRE_FALSE(w);
+    CHECK(w.error().kind == Error::Kind::Perm);
+    CHECK(list(dir / "defer").empty());
+}
+
+TEST_CASE("defer log: garbage is refused") {
+    TempDir dir;
+    const std::string head = "postern-defer-log 1\n";
+    const std::string good = "1700000000123456\t4.4.1\ta@b.example\trelay\treason\n";
+    struct Case {
+        const char* what;
+        std::string text;
+    } cases[] = {
+        {"empty file", ""},
+        {"no header", good},
+        {"wrong version", "postern-defer-log 2\n" + good},
+        {"no final newline", head + good.substr(0, good.size() - 1)},
+        {"four fields", head + "1\t4.4.1\ta@b\treason\n"},
+        {"six fields", head + "1\t4.4.1\ta@b\tr\treason\textra\n"},
+        {"bad time", head + "12x\t4.4.1\ta@b\tr\treason\n"},
+        {"negative time", head + "-1\t4.4.1\ta@b\tr\treason\n"},
+        {"leading zero", head + "01\t4.4.1\ta@b\tr\treason\n"},
+        {"huge time", head + "99999999999999999999\t4.4.1\ta@b\tr\treason\n"},
+        {"bad dsn", head + "1\t4.4\ta@b\tr\treason\n"},
+        {"dsn digits", head + "1\t4.1234.1\ta@b\tr\treason\n"},
+        {"empty address", head + "1\t4.4.1\t\tr\treason\n"},
+        {"raw control byte", head + "1\t4.4.1\ta@b\tr\trea\rson\n"},
+        {"raw DEL", head + "1\t4.4.1\ta@b\tr\trea\x7fson\n"},
+        {"short escape", head + "1\t4.4.1\ta@b\tr\treason\\x0\n"},
+        {"bad escape", head + "1\t4.4.1\ta@b\tr\treason\\n\n"},
+        {"upper-case escape", head + "1\t4.4.1\ta@b\tr\treason\\x0A\n"},
+        {"needless escape", head + "1\t4.4.1\ta@b\tr\treason\\x41\n"},
+        {"NUL", head + "1\t4.4.1\ta@b\tr\trea" + std::string(1, '\0') + "son\n"},
+        {"blank line", head + good + "\n"},
+    };
+    auto path = dir / ("defer/" + DeferId);
+    // The good line parses, so each failure below is the case's own fault.
+    { std::ofstream(path, std::ios::binary) << head << good; }
+    auto ok = queue::read_defer_log(dir.path, DeferId);
+    INFO("good: " << (ok ? "" : ok.error().text));
+    REQUIRE(ok);
+    REQUIRE(ok->size() == 1);
+    CHECK(ok->front().relay == "relay");
+    for (auto& c : cases) {
+        { std::ofstream(path, std::ios::binary | std::ios::trunc) << c.text; }
+        auto r = queue::read_defer_log(dir.path, DeferId);
+        INFO(c.what << ": got " << (r ? "success" : r.error().text) << ", want a corrupt defer log error");
+        REQUIRE_FALSE(r);
+        CHECK(r.error().kind == Error::Kind::Perm);
+        CHECK(r.error().text.find("corrupt defer log") != std::string::npos);
+    }
+}
+
+TEST_CASE("defer log: the text form is canonical") {
+    auto entries = sample_defer_entries();
+    auto text = queue::format_defer_log(entries);
+    REQUIRE(text);
+    auto back = queue::parse_defer_log(*text);
+    INFO((back ? "" : back.error().text));
+    REQUIRE(back);
+    REQUIRE(back->size() == entries.size());
+    for (std::size_t i = 0; i < entries.size(); ++i) CHECK(same((*back)[i], entries[i]));
+    auto again = queue::format_defer_log(*back);
+    REQUIRE(again);
+    CHECK(*again == *text);
+    auto empty = queue::format_defer_log({});
+    REQUIRE(empty);
+    CHECK(*empty == "postern-defer-log 1\n");
+    // A reason longer than the writer would write is refused by the reader.
+    std::string too_long = "postern-defer-log 1\n1\t4.0.0\ta@b\t\t" + std::string(queue::MaxDeferReason + 1, 'r') + "\n";
+    auto r = queue::parse_defer_log(too_long);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().text == "corrupt defer log: line 2: reason too long");
+}
+
+TEST_CASE("defer log: oversized, symlinked and non-regular files are refused") {
+    TempDir dir;
+    auto path = dir / ("defer/" + DeferId);
+    {
+        std::ofstream f(path, std::ios::binary);
+        f << "postern-defer-log 1\n";
+        std::string line = "1\t4.4.1\ta@b\tr\t" + std::string(1000, 'x') + "\n";
+        while (f.tellp() <= static_cast<std::streamoff>(queue::MaxDeferLogSize)) f << line;
+    }
+    auto r = queue::read_defer_log(dir.path, DeferId);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().kind == Error::Kind::Perm);
+    std::filesystem::remove(path);
+    REQUIRE(queue::write_defer_log(dir.path, "1M0Z90PCG0DBG9R2", sample_defer_entries()));
+    std::filesystem::create_symlink(dir / "defer/1M0Z90PCG0DBG9R2", path);
+    r = queue::read_defer_log(dir.path, DeferId);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().kind == Error::Kind::Perm);
+    std::filesystem::remove(path);
+    REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+    r = queue::read_defer_log(dir.path, DeferId);  // must not hang
+    REQUIRE_FALSE(r);
+    CHECK(r.error().kind == Error::Kind::Perm);
+}
+
+TEST_CASE("Writer::set_owner: the committed file has the owner given") {
+    TempDir dir;
+    auto w = queue::Writer::create(dir.path, Now);
+    REQUIRE(w);
+    REQUIRE(w->write_envelope(full_envelope()));
+    REQUIRE(w->finish());
+    // Without root only our own ids are allowed; with root use another pair.
+    const uid_t uid = ::geteuid() == 0 ? 65534 : ::geteuid();
+    const gid_t gid = ::geteuid() == 0 ? 65534 : ::getegid();
+    auto r = w->set_owner(uid, gid);
+    INFO("set_owner: " << (r ? "" : r.error().text));
+    REQUIRE(r);
+    REQUIRE(w->commit());
+    struct stat st {};
+    REQUIRE(::stat((dir / ("incoming/" + w->id())).c_str(), &st) == 0);
+    INFO("owner: got " << st.st_uid << ":" << st.st_gid << ", want " << uid << ":" << gid);
+    CHECK(st.st_uid == uid);
+    CHECK(st.st_gid == gid);
+    if (::geteuid() != 0) {
+        auto w2 = queue::Writer::create(dir.path, Now);
+        REQUIRE(w2);
+        auto bad = w2->set_owner(0, 0);
+        INFO("set_owner(0, 0) as a normal user: want an error");
+        CHECK_FALSE(bad);
+    }
 }

@@ -1,0 +1,34 @@
+// qmgr: the queue manager (master.cf: qmgr unix - - y 300 1 qmgr).
+#include <sysexits.h>
+
+#include <memory>
+
+#include "log/log.hpp"
+#include "qmgr/qmgr.hpp"
+#include "service/service.hpp"
+
+using namespace postern;
+
+int main(int argc, char** argv) {
+    static std::unique_ptr<qmgr::Router> router;
+    static std::vector<config::Service> services;
+    static std::unique_ptr<qmgr::Agents> agents;
+    static std::unique_ptr<qmgr::Manager> manager;
+    service::ServiceSpec spec{.name = "qmgr", .skeleton = service::Skeleton::Trigger, .ignore_max_idle = true};
+    spec.pre_jail = [](service::Context& ctx) {
+        auto svcs = config::load_master_cf(ctx.params().config_directory);
+        if (!svcs) log::fatal(EX_CONFIG, "%s", svcs.error().text.c_str());
+        services = std::move(*svcs);
+        router = qmgr::make_router(ctx.params());
+    };
+    spec.post_jail = [](service::Context& ctx) {
+        auto s = qmgr::Settings::from(ctx.config(), services, ctx.options().chroot);
+        agents = qmgr::make_socket_agents(ctx.base(), s.queue_dir, ctx.params().ipc_timeout);
+        manager = std::make_unique<qmgr::Manager>(ctx.base(), std::move(s), *router, *agents);
+        manager->start();
+    };
+    spec.on_trigger = [](service::Context&, std::string_view data) {
+        for (char c : data.substr(0, 16)) manager->trigger(c);
+    };
+    return service::run(spec, argc, argv);
+}

@@ -1,0 +1,158 @@
+// NAME
+//   qmgr/qmgr.hpp - the queue manager: from incoming/ to delivered, deferred or bounced
+// PURPOSE
+//   Takes messages from incoming/ (and due ones from deferred/) into active/,
+//   never more than qmgr_message_active_limit at once, so memory stays bounded
+//   whatever the queue length; resolves each pending recipient (Router);
+//   hands batches to the delivery agents (Agents) within per-transport process
+//   limits and per-destination concurrency and recipient limits; records each
+//   outcome in the queue file; and then removes the file (nothing pending),
+//   moves it to deferred/ with its next attempt time as the file's mtime
+//   (exponential backoff), or returns it to the sender (bounce, expiry).
+//   Not delivery itself (local, smtp), not the DSN text (qmgr/bounce), not
+//   sockets: Agents is an interface, so unit tests drive the scheduler.
+// SYNOPSIS
+//   Manager m(base, settings, router, agents);
+//   m.start();                 // resume active/, then incoming/ and due deferred/
+//   m.trigger('A');            // new mail in incoming/ ('F' flush deferred/, 'W' wake-up)
+// ERRORS
+//   Nothing is thrown out of the event loop. A damaged queue file moves to
+//   corrupt/ with a log line. I/O trouble defers the message (it is retried
+//   later); a lost agent defers the recipients it had.
+// SECURITY
+//   Runs as mail_owner, chrooted in the queue directory. Queue files are read
+//   strictly by lib/queue. Agent replies are checked against the request
+//   (delivery::decode_reply) before anything is recorded.
+//   Files can be renamed or removed under qmgr by `postern queue` (hold,
+//   delete, requeue): the open descriptor keeps working, statuses are written
+//   through it, and a move that finds the file gone leaves it where the
+//   administrator put it.
+// SEE ALSO
+//   qmgr/resolve.hpp, qmgr/bounce.hpp, delivery/delivery.hpp, Postfix qmgr(8)
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "delivery/delivery.hpp"
+#include "event/event.hpp"
+#include "qmgr/resolve.hpp"
+#include "queue/queue.hpp"
+#include "util/unique_fd.hpp"
+
+namespace postern::qmgr {
+
+struct Settings {
+    std::string queue_dir = "/";  // "/" when chrooted
+    std::string myhostname = "localhost";
+    std::string mail_name = "Postern";
+    std::size_t active_limit = 20000;
+    std::chrono::seconds queue_run_delay{300}, min_backoff{300}, max_backoff{4000};
+    std::chrono::seconds max_lifetime{5 * 86400}, bounce_lifetime{5 * 86400};
+    std::size_t bounce_size_limit = 50000;
+    std::string bounce_notice_recipient = "postmaster";
+    std::string double_bounce_sender = "double-bounce";
+    // Per transport (master.cf service name): processes, parallel deliveries
+    // per destination, recipients per request.
+    std::function<int(const std::string&)> process_limit = [](const std::string&) { return 100; };
+    std::function<int(const std::string&)> destination_concurrency = [](const std::string&) { return 20; };
+    std::function<int(const std::string&)> recipient_limit = [](const std::string& t) {
+        return t == "local" || t == "virtual" ? 1 : 50;
+    };
+
+    static Settings from(const config::Config& cfg, const std::vector<config::Service>& services, bool chrooted);
+};
+
+// How qmgr reaches the delivery agents. done is called exactly once, later,
+// from the event loop (never inside start).
+class Agents {
+public:
+    virtual ~Agents() = default;
+    virtual void start(const delivery::Request& req, std::function<void(Result<delivery::Reply>)> done) = 0;
+};
+
+// Agents over UNIX sockets: queue_dir/private/<transport>, one request per
+// connection, the reply read through the event loop with a time limit.
+std::unique_ptr<Agents> make_socket_agents(event::Base& base, std::string queue_dir, std::chrono::seconds timeout);
+
+class Manager {
+public:
+    Manager(event::Base& base, Settings s, const Router& router, Agents& agents);
+    Manager(const Manager&) = delete;
+    Manager& operator=(const Manager&) = delete;
+    ~Manager();
+
+    void start();
+    void trigger(char what);
+
+    // For tests and logs.
+    std::size_t active_count() const noexcept { return active_.size(); }
+    std::size_t in_flight() const noexcept { return in_flight_total_; }
+
+    // Wall clock in microseconds; replaceable in tests.
+    std::function<std::int64_t()> now_us;
+
+private:
+    struct Result_ {
+        enum class State { Pending, Sent, Deferred, Bounced } state = State::Pending;
+        std::string dsn, relay, reason;
+        bool logged = false;  // the agent wrote the status line
+    };
+    struct Message {
+        std::string id;
+        UniqueFd fd;
+        queue::Envelope env;
+        std::uint64_t content_offset = 0;
+        std::int64_t active_us = 0;
+        std::vector<Result_> results;  // by recipient index
+        std::size_t jobs = 0;          // outstanding delivery requests
+    };
+    struct Job {
+        std::string msg_id;
+        std::string transport, nexthop;
+        std::string dest;  // key into dests_: "transport\0destination"
+        std::vector<std::uint32_t> rcpts;
+    };
+    struct Dest {
+        std::deque<Job> jobs;
+        int in_flight = 0;
+    };
+
+    void scan();
+    void scan_dir(std::string_view dir, bool only_due, bool everything);
+    bool take(std::string_view dir, const std::string& id);
+    void plan(Message& m);
+    void dispatch();
+    void deliver(Job job);
+    void completed(const Job& job, Result<delivery::Reply> reply);
+    void finish(Message& m);
+    // Writes the DSN for these recipients; false if it could not be queued.
+    bool bounce(Message& m, const std::vector<std::uint32_t>& failed);
+    void log_result(const Message& m, std::uint32_t i, const Result_& r);
+    std::string path(std::string_view dir, std::string_view id) const;
+    void move_corrupt(const std::string& id, std::string_view dir, const std::string& why);
+    void schedule_scan();
+
+    event::Base& base_;
+    Settings s_;
+    const Router& router_;
+    Agents& agents_;
+    std::map<std::string, std::unique_ptr<Message>> active_;
+    std::map<std::string, Dest> dests_;  // "transport\0key"
+    std::map<std::string, int> transport_in_flight_;
+    std::size_t in_flight_total_ = 0;
+    bool started_ = false, want_incoming_ = false, want_deferred_ = false, flush_ = false;
+    bool scanning_ = false;
+    event::Event scan_ev_, timer_ev_;
+    std::chrono::steady_clock::time_point last_deferred_scan_{};
+};
+
+}  // namespace postern::qmgr
