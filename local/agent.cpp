@@ -86,6 +86,13 @@ delivery::Reply Agent::deliver(const delivery::Request& req) {
     auto env = queue::read_envelope(fd.get(), &offset);
     if (!env) return fail_all(deferral(env.error()));
     if (env->queue_id != req.queue_id) return fail_all(Status::deferred("4.3.0", "queue file " + path + " has another ID"));
+    // The request names recipients by index; each must be the queue file's
+    // own, still pending: qmgr is trusted with scheduling, not with addresses.
+    for (auto& r : req.recipients) {
+        if (r.index >= env->recipients.size() || env->recipients[r.index].address != r.address ||
+            env->recipients[r.index].status != queue::StatusPending)
+            return fail_all(Status::deferred("4.3.0", "request does not match queue file " + path));
+    }
     auto msg = Message::open(fd.get(), offset);
     if (!msg) return fail_all(deferral(msg.error()));
     for (auto& r : req.recipients) rep.outcomes.push_back(recipient(req, r, *msg, start));

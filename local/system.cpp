@@ -117,6 +117,16 @@ Result<std::optional<FileText>> SystemResolver::forward_file(const privs::UserIn
     v.recipient = v.local + (domain.empty() ? "" : "@" + v.domain);
     auto paths = forward_paths(cfg_, v);
     if (paths.empty()) return std::optional<FileText>();
+    // Most users have no .forward. Whether the names exist is checked here
+    // (lstat only: nothing of the user's is opened or read as root, and the
+    // answer only decides whether a child is needed); anything but "not
+    // there" (found, or cannot tell) goes to the child, which reads as the user.
+    bool maybe = false;
+    for (auto& path : paths) {
+        struct stat st {};
+        if (::lstat(path.c_str(), &st) == 0 || (errno != ENOENT && errno != ENOTDIR)) maybe = true;
+    }
+    if (!maybe) return std::optional<FileText>();
     auto r = run_as(u.uid, u.gid, limit_, {}, [&] { return first_forward(paths, u.uid); });
     if (!r) return Error::temp("reading .forward of " + u.name + ": " + r.error().text);
     auto f = unpack(*r);

@@ -1,6 +1,7 @@
 // local/tables.cpp - ordered table lists and uid/gid tables.
 #include "local/tables.hpp"
 
+#include "log/log.hpp"
 #include "util/strings.hpp"
 
 namespace postern::local {
@@ -33,6 +34,10 @@ void MapList::open(Slot& s) {
 
 Result<std::optional<std::string>> MapList::lookup(std::string_view key) {
     for (auto& s : slots_) {
+        if (s.map && s.map->changed()) {
+            log::info("table %s has changed -- reopening", s.spec.c_str());
+            s.map.reset();  // a failed open must not leave the old table in use
+        }
         if (!s.map) open(s);
         if (!s.map) return Error::temp("table " + s.spec + " is unavailable: " + s.error);
         auto v = s.map->lookup(key);

@@ -4,7 +4,11 @@
 //   MapList: a main.cf list of tables ("hash:/etc/postern/aliases,
 //   texthash:/x") asked in order, first hit wins. A table that cannot be
 //   opened is retried at the next lookup and makes lookups fail temporarily
-//   meanwhile: delivering as if an alias did not exist would be wrong.
+//   meanwhile: delivering as if an alias did not exist would be wrong. A
+//   table whose file was replaced since it was opened (`postern map build`,
+//   maps::Map::changed) is opened again before the lookup: local runs outside
+//   the jail and can, so it need not exit like smtpd. If that fails, the
+//   table counts as unopenable (the old contents are not used).
 //   IdMap: virtual_uid_maps / virtual_gid_maps, "static:N" or tables whose
 //   values are numbers. Not the table formats (maps/maps.hpp).
 // SYNOPSIS

@@ -165,7 +165,10 @@ void Master::arm(ServiceRt& s) {
             wakeup(*sp);
             sp->wakeup.add(std::chrono::seconds(sp->def.wakeup));
         });
-        s.wakeup.add(std::chrono::seconds(s.def.wakeup));
+        // The first wake-up comes at once, so a queue manager starts with the
+        // mail system and does not leave queued mail waiting a whole period.
+        s.wakeup.add(s.def.wakeup_if_used ? std::chrono::milliseconds(s.def.wakeup * 1000)
+                                          : std::chrono::milliseconds(200));
     }
     update_listen(s);
 }

@@ -25,9 +25,19 @@ int main(int argc, char** argv) {
         auto s = qmgr::Settings::from(ctx.config(), services, ctx.options().chroot);
         agents = qmgr::make_socket_agents(ctx.base(), s.queue_dir, ctx.params().ipc_timeout);
         manager = std::make_unique<qmgr::Manager>(ctx.base(), std::move(s), *router, *agents);
+        manager->on_idle = [&ctx] { ctx.work_done(); };
         manager->start();
     };
-    spec.on_trigger = [](service::Context&, std::string_view data) {
+    // Reload, a changed table: deliveries in flight are waited for, so their
+    // outcomes are recorded and nothing is delivered twice.
+    spec.busy = [] { return manager && manager->in_flight() > 0; };
+    spec.on_drain = [] {
+        if (manager) manager->drain();
+    };
+    spec.on_trigger = [](service::Context& ctx, std::string_view data) {
+        // The successor routes with the new table; it resumes active/ and
+        // incoming/ when it starts, so this trigger is not passed on.
+        if (auto* m = router->changed_table()) return ctx.request_exit("table " + m->spec() + " has changed");
         for (char c : data.substr(0, 16)) manager->trigger(c);
     };
     return service::run(spec, argc, argv);

@@ -59,6 +59,7 @@ Settings Settings::from(const config::Config& cfg, const std::vector<config::Ser
     s.max_lifetime = p.maximal_queue_lifetime;
     s.bounce_lifetime = p.bounce_queue_lifetime;
     s.bounce_size_limit = static_cast<std::size_t>(p.bounce_size_limit);
+    s.delay_warning = p.delay_warning_time;
     s.bounce_notice_recipient = p.bounce_notice_recipient;
     s.double_bounce_sender = p.double_bounce_sender;
     std::map<std::string, int> procs;
@@ -86,13 +87,14 @@ Settings Settings::from(const config::Config& cfg, const std::vector<config::Ser
     }
     int dc = static_cast<int>(p.default_destination_concurrency_limit);
     int dr = static_cast<int>(p.default_destination_recipient_limit);
-    s.destination_concurrency = [conc, dc](const std::string& t) {
+    auto is_local = [](const std::string& t) { return t == "local" || t == "virtual"; };
+    s.destination_concurrency = [conc, dc, is_local](const std::string& t) {
         auto it = conc.find(t);
-        return it != conc.end() ? it->second : dc;
+        return it != conc.end() ? it->second : is_local(t) ? 2 : dc;
     };
-    s.recipient_limit = [rcpt, dr](const std::string& t) {
+    s.recipient_limit = [rcpt, dr, is_local](const std::string& t) {
         auto it = rcpt.find(t);
-        return std::min(it != rcpt.end() ? it->second : dr, static_cast<int>(delivery::MaxRecipients));
+        return std::min(it != rcpt.end() ? it->second : is_local(t) ? 1 : dr, static_cast<int>(delivery::MaxRecipients));
     };
     return s;
 }
@@ -139,12 +141,18 @@ void Manager::trigger(char what) {
     schedule_scan();
 }
 
+void Manager::drain() {
+    draining_ = true;
+    scan_ev_.del();
+    timer_ev_.del();
+}
+
 void Manager::schedule_scan() {
-    if (!scan_ev_.pending()) scan_ev_.add(std::chrono::milliseconds(0));
+    if (!draining_ && !scan_ev_.pending()) scan_ev_.add(std::chrono::milliseconds(0));
 }
 
 void Manager::scan() {
-    if (!started_ || scanning_) return;
+    if (!started_ || scanning_ || draining_) return;
     scanning_ = true;
     auto now = std::chrono::steady_clock::now();
     if (now - last_deferred_scan_ >= s_.queue_run_delay) want_deferred_ = true;
@@ -304,6 +312,10 @@ void Manager::plan(Message& m) {
 }
 
 void Manager::dispatch() {
+    if (draining_) {
+        if (in_flight_total_ == 0 && on_idle) on_idle();
+        return;
+    }
     // Round robin over destinations with work: one request each per pass.
     bool progress = true;
     while (progress) {
@@ -417,7 +429,7 @@ void Manager::finish(Message& m) {
     std::int64_t age_us = now - m.env.arrival_us;
     auto lifetime = m.env.sender.empty() ? s_.bounce_lifetime : s_.max_lifetime;
     bool expired = age_us >= std::chrono::duration_cast<std::chrono::microseconds>(lifetime).count();
-    std::vector<std::uint32_t> failed;
+    std::vector<std::uint32_t> failed, delivered_notify;
     std::size_t pending = 0;
     for (std::uint32_t i = 0; i < m.results.size(); ++i) {
         Result_& r = m.results[i];
@@ -436,9 +448,14 @@ void Manager::finish(Message& m) {
         log_result(m, i, r);
         r.logged = true;
         if (r.state == Result_::State::Bounced) failed.push_back(i);
+        // NOTIFY=SUCCESS: tell the sender about the delivery (RFC 3461 5.2.2).
+        if (r.state == Result_::State::Sent && (m.env.recipients[i].notify & queue::NotifySuccess) &&
+            !m.env.sender.empty())
+            delivered_notify.push_back(i);
         if (r.state == Result_::State::Deferred || r.state == Result_::State::Pending) ++pending;
     }
-    if (!failed.empty() && !bounce(m, failed)) {
+    if (!delivered_notify.empty()) notify(m, delivered_notify, DsnKind::Success);
+    if (!failed.empty() && !notify(m, failed, DsnKind::Failure)) {
         // No bounce on disk: the recipients stay in the queue and the bounce
         // is tried again with the next attempt.
         for (auto i : failed) m.results[i].state = Result_::State::Deferred;
@@ -472,6 +489,7 @@ void Manager::finish(Message& m) {
         }
     } else {
         write_statuses();
+        maybe_warn(m, age_us);
         std::vector<queue::DeferEntry> entries;
         for (std::uint32_t i = 0; i < m.results.size(); ++i) {
             const Result_& r = m.results[i];
@@ -503,10 +521,26 @@ void Manager::finish(Message& m) {
     schedule_scan();
 }
 
-bool Manager::bounce(Message& m, const std::vector<std::uint32_t>& failed) {
+void Manager::maybe_warn(Message& m, std::int64_t age_us) {
+    auto warn_us = std::chrono::duration_cast<std::chrono::microseconds>(s_.delay_warning).count();
+    if (warn_us <= 0 || age_us < warn_us || m.env.delay_warned || m.env.warned_offset == 0) return;
+    std::vector<std::uint32_t> which;
+    for (std::uint32_t i = 0; i < m.results.size(); ++i) {
+        const auto& rc = m.env.recipients[i];
+        if (rc.status != queue::StatusPending || m.results[i].state != Result_::State::Deferred) continue;
+        // NOTIFY not given, or given with DELAY (RFC 3461 4.1).
+        if (rc.notify == 0 || (rc.notify & queue::NotifyDelay)) which.push_back(i);
+    }
+    if (!which.empty() && !notify(m, which, DsnKind::Delay)) return;  // try again next time
+    if (auto r = queue::set_delay_warned(m.fd.get(), m.env); !r)
+        log::warn("%s: %s", m.id.c_str(), r.error().text.c_str());
+}
+
+bool Manager::notify(Message& m, const std::vector<std::uint32_t>& which, DsnKind kind) {
     // Who gets told: the sender; for a bounce (null sender) the postmaster;
     // for a failed postmaster notice nobody (it is dropped, never looped).
     const std::string dbl = s_.double_bounce_sender + "@" + s_.myhostname;
+    const bool failure = kind == DsnKind::Failure;
     if (util::iequals(m.env.sender, dbl)) {
         log::warn("%s: discarding undeliverable postmaster notification", m.id.c_str());
         return true;
@@ -519,12 +553,19 @@ bool Manager::bounce(Message& m, const std::vector<std::uint32_t>& failed) {
     in.ret = m.env.ret;
     in.original_sender = m.env.sender;
     in.arrival_us = m.env.arrival_us;
-    in.kind = DsnKind::Failure;
+    in.kind = kind;
     in.bounce_size_limit = s_.bounce_size_limit;
-    for (auto i : failed) {
+    if (kind == DsnKind::Delay) {
+        auto hours = (now_us() - m.env.arrival_us) / (3600 * UsPerSec);
+        in.delay_text = hours >= 1 ? std::to_string(hours) + (hours == 1 ? " hour" : " hours") : "less than an hour";
+        auto lifetime = m.env.sender.empty() ? s_.bounce_lifetime : s_.max_lifetime;
+        in.retry_until_us =
+            m.env.arrival_us + std::chrono::duration_cast<std::chrono::microseconds>(lifetime).count();
+    }
+    for (auto i : which) {
         const auto& rc = m.env.recipients[i];
         // NOTIFY=NEVER, or NOTIFY without FAILURE: the sender asked not to be told.
-        if (rc.notify != 0 && !(rc.notify & queue::NotifyFailure)) continue;
+        if (failure && rc.notify != 0 && !(rc.notify & queue::NotifyFailure)) continue;
         const Result_& r = m.results[i];
         DsnRecipient d;
         d.address = rc.address;
@@ -536,6 +577,7 @@ bool Manager::bounce(Message& m, const std::vector<std::uint32_t>& failed) {
     }
     if (in.recipients.empty()) return true;
     bool double_bounce = m.env.sender.empty();
+    if (double_bounce && !failure) return true;
     std::string to = m.env.sender;
     std::string sender;
     if (double_bounce) {
@@ -570,7 +612,10 @@ bool Manager::bounce(Message& m, const std::vector<std::uint32_t>& failed) {
     if (auto f = w->finish(); !f) return fail(f.error());
     if (auto c = w->commit(); !c) return fail(c.error());
     log::info("%s: %s: %s", m.id.c_str(),
-              double_bounce ? "postmaster non-delivery notification" : "sender non-delivery notification",
+              kind == DsnKind::Delay ? "sender delay notification"
+              : !failure             ? "sender delivery status notification"
+              : double_bounce ? "postmaster non-delivery notification"
+                              : "sender non-delivery notification",
               w->id().c_str());
     want_incoming_ = true;
     return true;

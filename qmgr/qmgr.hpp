@@ -44,6 +44,7 @@
 #include "config/config.hpp"
 #include "delivery/delivery.hpp"
 #include "event/event.hpp"
+#include "qmgr/bounce.hpp"
 #include "qmgr/resolve.hpp"
 #include "queue/queue.hpp"
 #include "util/unique_fd.hpp"
@@ -58,6 +59,7 @@ struct Settings {
     std::chrono::seconds queue_run_delay{300}, min_backoff{300}, max_backoff{4000};
     std::chrono::seconds max_lifetime{5 * 86400}, bounce_lifetime{5 * 86400};
     std::size_t bounce_size_limit = 50000;
+    std::chrono::seconds delay_warning{0};  // 0 = no delay notices
     std::string bounce_notice_recipient = "postmaster";
     std::string double_bounce_sender = "double-bounce";
     // Per transport (master.cf service name): processes, parallel deliveries
@@ -92,6 +94,11 @@ public:
 
     void start();
     void trigger(char what);
+    // Stops starting deliveries and scans (the process is about to exit);
+    // deliveries in flight still complete and are recorded. on_idle runs
+    // when the last one is back.
+    void drain();
+    std::function<void()> on_idle;
 
     // For tests and logs.
     std::size_t active_count() const noexcept { return active_.size(); }
@@ -134,8 +141,11 @@ private:
     void deliver(Job job);
     void completed(const Job& job, Result<delivery::Reply> reply);
     void finish(Message& m);
-    // Writes the DSN for these recipients; false if it could not be queued.
-    bool bounce(Message& m, const std::vector<std::uint32_t>& failed);
+    // Queues a DSN of this kind about these recipients; false if it could
+    // not be written (failures are then retried with the message).
+    bool notify(Message& m, const std::vector<std::uint32_t>& which, DsnKind kind);
+    // delay_warning_time: one delay notice per message, flagged in the file.
+    void maybe_warn(Message& m, std::int64_t age_us);
     void log_result(const Message& m, std::uint32_t i, const Result_& r);
     std::string path(std::string_view dir, std::string_view id) const;
     void move_corrupt(const std::string& id, std::string_view dir, const std::string& why);
@@ -150,7 +160,7 @@ private:
     std::map<std::string, int> transport_in_flight_;
     std::size_t in_flight_total_ = 0;
     bool started_ = false, want_incoming_ = false, want_deferred_ = false, flush_ = false;
-    bool scanning_ = false;
+    bool scanning_ = false, draining_ = false;
     event::Event scan_ev_, timer_ev_;
     std::chrono::steady_clock::time_point last_deferred_scan_{};
 };

@@ -96,6 +96,12 @@ Result<Route> Router::resolve(std::string_view address) const {
     return r;
 }
 
+const maps::Map* Router::changed_table() const {
+    for (auto& m : transport_maps_)
+        if (m->changed()) return m.get();
+    return nullptr;
+}
+
 std::unique_ptr<Router> make_router(const config::Params& p) {
     auto r = std::make_unique<Router>(p);
     for (auto& spec : util::split_list(p.transport_maps)) {

@@ -12,6 +12,7 @@
 //   Router r(params);  r.add_transport_map(std::move(map));   // before the jail
 //   auto route = r.resolve("User@Example.COM");   // Result<Route>
 //   route->transport == "smtp"; route->nexthop == "example.com";
+//   if (auto* m = r.changed_table()) ...;        // rebuilt: qmgr must restart
 // ERRORS
 //   A transport map that fails: Error::temp (the message waits). An entry
 //   that is not "transport:nexthop"-shaped: Error::config naming the map.
@@ -55,6 +56,10 @@ public:
     void add_transport_map(std::unique_ptr<maps::Map> m) { transport_maps_.push_back(std::move(m)); }
 
     Result<Route> resolve(std::string_view address) const;
+
+    // The first transport map whose file was replaced since it was opened, or
+    // nullptr. qmgr is jailed and cannot open it again: it exits instead.
+    const maps::Map* changed_table() const;
 
 private:
     Result<std::optional<std::string>> lookup_transport(std::string_view address, const std::string& domain) const;

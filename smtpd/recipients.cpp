@@ -24,6 +24,12 @@ void LocalRecipients::load(const config::Params& p) {
     }
 }
 
+const maps::Map* LocalRecipients::changed_table() const {
+    for (auto& m : maps_)
+        if (m->changed()) return m.get();
+    return nullptr;
+}
+
 std::optional<bool> LocalRecipients::exists(std::string_view local) const {
     std::string key = util::to_lower(local);
     if (users_.count(key)) return true;

@@ -8,8 +8,13 @@
 // SYNOPSIS
 //   LocalRecipients r;  r.load(params);   // as root, before the jail
 //   r.exists("alice");                    // std::optional<bool>
+//   if (auto* m = r.changed_table()) ...  // rebuilt since load: time for a new smtpd
 // ERRORS
 //   A map that fails at lookup time gives nullopt (try later, 451).
+// CHANGES
+//   The maps cannot be opened again from inside the jail; changed_table()
+//   tells the server that one was rebuilt, so that the process can exit and
+//   master start one with the new table (maps/maps.hpp, Map::changed).
 // SECURITY
 //   Keys are lower-cased local parts; nothing is executed.
 #pragma once
@@ -30,6 +35,8 @@ class LocalRecipients {
 public:
     void load(const config::Params& p);
     std::optional<bool> exists(std::string_view local) const;
+    // The first alias map whose file was replaced since load(), or nullptr.
+    const maps::Map* changed_table() const;
     void add_user(std::string name) { users_.insert(std::move(name)); }
 
 private:

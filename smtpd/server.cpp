@@ -149,6 +149,14 @@ Server::Server(service::Context& ctx, Resources res)
         last_trigger_ = {};
         trigger_qmgr();
     });
+    // A process that exits (max_use, or a rebuilt table) must not take a
+    // rate-limited trigger with it: the mail would wait for qmgr's next scan.
+    ctx.at_exit([this] {
+        if (!trigger_timer_.pending()) return;
+        trigger_timer_.del();
+        last_trigger_ = {};
+        trigger_qmgr();
+    });
     reaper_ = event::Event::timer(ctx.base(), [this] {
         for (auto it = conns_.begin(); it != conns_.end();) {
             // Note: a session whose commit is in flight stays until the commit
@@ -222,6 +230,9 @@ void Server::arm(Conn* cp) {
 }
 
 void Server::accept(service::Connection c) {
+    // Like Postfix: this client still gets the old table; the next ones get
+    // a fresh smtpd that opens the new one (we cannot: we are in the jail).
+    if (const maps::Map* m = recipients_.changed_table()) ctx_.request_exit("table " + m->spec() + " has changed");
     bool implicit = wrapper_ && tls_;
     auto conn = std::make_unique<Conn>(*this, std::move(c), implicit);
     Conn* cp = conn.get();

@@ -6,8 +6,11 @@
 //   bufferevent feeding a Session and carrying its replies, with timeouts,
 //   back-pressure while a commit is in flight, and a per-client connection
 //   limit. The greeting waits for the client's verified host name
-//   (smtpd/peername.hpp, bounded by smtpd_peername_lookup_timeout). Not the
-//   SMTP logic (smtpd/session.cpp) and not the queue format (lib/queue).
+//   (smtpd/peername.hpp, bounded by smtpd_peername_lookup_timeout). When an
+//   alias map was rebuilt, the connection in hand is served with the old
+//   table and the process asks to exit (Context::request_exit), so that the
+//   next clients get a fresh smtpd. Not the SMTP logic (smtpd/session.cpp)
+//   and not the queue format (lib/queue).
 // SYNOPSIS
 //   auto res = load_resources(ctx);   // before the jail: recipients, TLS key, resolver
 //   Server srv(ctx, std::move(res));  // after the jail

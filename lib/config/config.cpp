@@ -94,6 +94,17 @@ std::string default_hostname() {
     return util::to_lower(buf);
 }
 
+// Per-transport scheduling limits, named after a master.cf service
+// ("local_destination_concurrency_limit"), as Postfix has them.
+bool is_transport_limit(std::string_view name) {
+    for (std::string_view suffix : {"_destination_concurrency_limit", "_destination_recipient_limit"}) {
+        if (name.size() > suffix.size() && name.substr(name.size() - suffix.size()) == suffix &&
+            name.substr(0, name.size() - suffix.size()) != "default")
+            return true;
+    }
+    return false;
+}
+
 // Expands $name, ${name}, $(name), ${name?text}, ${name:text} and $$.
 class Expander {
 public:
@@ -414,10 +425,17 @@ Result<Config> Config::from_text(std::string_view main_cf, const std::string& fi
             errors += s.origin + ": " + name + ": " + v.error().text + "\n";
             continue;
         }
+        if (is_transport_limit(name)) {
+            auto n = util::parse_long(*v);
+            if (!n || *n < 1 || *n > 10000)
+                errors += s.origin + ": invalid value for " + name + ": \"" + util::printable(*v, 80) +
+                          "\" (a number between 1 and 10000)\n";
+        }
         cfg.expanded_[name] = *v;
     }
     for (auto& [name, s] : ctx.settings) {
-        if (!find_param(name) && !ex.referenced.count(name) && warnings_out && s.origin.rfind("-o", 0) != 0)
+        if (!find_param(name) && !is_transport_limit(name) && !ex.referenced.count(name) && warnings_out &&
+            s.origin.rfind("-o", 0) != 0)
             warnings_out->push_back(s.origin + ": unknown parameter: " + name);
     }
     if (!errors.empty()) {

@@ -85,10 +85,15 @@ Result<Entry> make_entry(const Logical& l, Format format, const std::string& fil
 
 // ---- files -----------------------------------------------------------------
 
-// Reads a whole source file, refusing anything larger than MaxSourceSize.
-Result<std::string> read_source(const std::string& path) {
+Result<UniqueFd> open_source(const std::string& path) {
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
     if (!fd) return Error::config("open " + path + ": " + errno_text(errno));
+    return fd;
+}
+
+// Reads a whole source file from fd (at its start), refusing anything larger
+// than MaxSourceSize; path is for messages.
+Result<std::string> read_source(const UniqueFd& fd, const std::string& path) {
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) return Error::config("stat " + path + ": " + errno_text(errno));
     if (!S_ISREG(st.st_mode)) return Error::config(path + ": not a regular file");
@@ -115,6 +120,12 @@ Result<std::string> read_source(const std::string& path) {
     if (used > MaxSourceSize) return Error::config(too_large);
     text.resize(used);
     return text;
+}
+
+Result<std::string> read_source(const std::string& path) {
+    Result<UniqueFd> fd = open_source(path);
+    if (!fd) return fd.error();
+    return read_source(*fd, path);
 }
 
 std::string dir_of(const std::string& path) {
@@ -176,6 +187,15 @@ class HashMap final : public Map {
 public:
     HashMap(std::string spec, DbHandle db) : Map(std::move(spec)), db_(std::move(db)) {}
 
+    // Watches the file BDB actually opened: the descriptor, not the path, so a
+    // rename between a stat and the open cannot make us watch another inode.
+    Result<void> watch_db() {
+        int fd = -1;
+        int rc = db_->fd(db_.get(), &fd);
+        if (rc != 0) return Error::config(spec() + ": Berkeley DB descriptor: " + db_strerror(rc));
+        return watch(fd);
+    }
+
     Result<std::optional<std::string>> lookup(std::string_view key) const override {
         if (key.empty() || key.size() > MaxKeyLength) return std::optional<std::string>();
         std::string folded = util::to_lower(key);
@@ -213,15 +233,22 @@ Result<std::unique_ptr<Map>> open_hash(std::string spec, const std::string& file
     if (::stat(file.c_str(), &src_st) == 0 && src_st.st_mtime > db_st.st_mtime)
         log::warn("%s: database %s is older than source file %s", spec.c_str(), path.c_str(),
                   file.c_str());
-    return std::unique_ptr<Map>(std::make_unique<HashMap>(std::move(spec), std::move(*db)));
+    auto map = std::make_unique<HashMap>(std::move(spec), std::move(*db));
+    if (Result<void> r = map->watch_db(); !r) return r.error();
+    return std::unique_ptr<Map>(std::move(map));
 }
 
 // ---- texthash --------------------------------------------------------------
 
 class TextMap final : public Map {
 public:
-    TextMap(std::string spec, std::unordered_map<std::string, std::string> table)
-        : Map(std::move(spec)), table_(std::move(table)) {}
+    TextMap(std::string spec, UniqueFd source) : Map(std::move(spec)), source_(std::move(source)) {}
+
+    // Note: called before the file is read, so a write racing with the read
+    // shows as a change later instead of being lost.
+    Result<void> watch_source() { return watch(source_.get()); }
+    const UniqueFd& source() const noexcept { return source_; }
+    void set_table(std::unordered_map<std::string, std::string> table) { table_ = std::move(table); }
 
     Result<std::optional<std::string>> lookup(std::string_view key) const override {
         if (key.size() > MaxKeyLength) return std::optional<std::string>();
@@ -232,20 +259,43 @@ public:
 
 private:
     std::unordered_map<std::string, std::string> table_;
+    UniqueFd source_;  // kept open only for changed()
 };
 
 Result<std::unique_ptr<Map>> open_text(std::string spec, const std::string& file, Format format) {
-    Result<std::string> text = read_source(file);
+    Result<UniqueFd> fd = open_source(file);
+    if (!fd) return Error::config(spec + ": " + fd.error().text);
+    auto map = std::make_unique<TextMap>(spec, std::move(*fd));
+    if (Result<void> r = map->watch_source(); !r) return r.error();
+    Result<std::string> text = read_source(map->source(), file);
     if (!text) return Error::config(spec + ": " + text.error().text);
     Result<std::vector<Entry>> entries = parse_source(*text, format, file);
     if (!entries) return entries.error();
     std::unordered_map<std::string, std::string> table;
     table.reserve(entries->size());
     for (Entry& e : *entries) table.emplace(std::move(e.key), std::move(e.value));
-    return std::unique_ptr<Map>(std::make_unique<TextMap>(std::move(spec), std::move(table)));
+    map->set_table(std::move(table));
+    return std::unique_ptr<Map>(std::move(map));
 }
 
 }  // namespace
+
+Result<void> Map::watch(int fd) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return Error::config(spec_ + ": fstat: " + errno_text(errno));
+    watch_fd_ = fd;
+    watch_size_ = static_cast<std::int64_t>(st.st_size);
+    watch_mtime_ = st.st_mtim;
+    return {};
+}
+
+bool Map::changed() const {
+    if (watch_fd_ < 0) return false;
+    struct stat st {};
+    if (::fstat(watch_fd_, &st) != 0) return true;  // cannot tell: let a fresh process open it again
+    return st.st_nlink == 0 || static_cast<std::int64_t>(st.st_size) != watch_size_ ||
+           st.st_mtim.tv_sec != watch_mtime_.tv_sec || st.st_mtim.tv_nsec != watch_mtime_.tv_nsec;
+}
 
 Result<std::vector<Entry>> parse_source(std::string_view text, Format format,
                                         const std::string& file_name_for_errors) {

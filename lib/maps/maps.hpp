@@ -14,6 +14,21 @@
 //   maps::build("/etc/postern/virtual", Format::Postmap); // writes virtual.db atomically
 //   maps::build("/etc/postern/aliases", Format::Aliases);
 //   auto entries = maps::parse_source(text, Format::Postmap, "virtual");
+//   if ((*m)->changed()) ...;   // rebuilt since open: restart (chrooted) or open again
+// CHANGES
+//   changed() is like Postfix's dict_changed_name(): a long-running daemon asks it
+//   before new work and, when true, finishes what it is doing and exits (or,
+//   when it can still reach the path, opens the map again). It watches the
+//   descriptor the map was read from (hash: the Berkeley DB file, kept open by
+//   BDB; texthash: the source file, kept open after it was read), never the
+//   path, so it works inside a chroot where the path means nothing. True when
+//   that file was unlinked (st_nlink == 0: build() renamed a new .db over it,
+//   or an editor saved by rename, or it was removed) or written in place (size
+//   or mtime differ from open). Note: no path re-stat: in a jail the same path
+//   may name another file, and a false "changed" would restart a daemon at
+//   every connection. Missed: a replaced file still linked elsewhere (a hard
+//   link kept as a backup), and an in-place rewrite of the same size within
+//   one timestamp tick.
 // FORMATS
 //   Postmap: `key whitespace value` per line. Aliases (/etc/aliases): `key: value`,
 //   the value kept as raw trimmed text (a comma list is the caller's business);
@@ -32,7 +47,8 @@
 //   not found (also for a key longer than MaxKeyLength); Error::temp when the
 //   database fails or holds a value longer than MaxValueLength. build: Config
 //   for the source, Temp for writing the .db; on failure no temp file is left and
-//   the old .db is untouched.
+//   the old .db is untouched. changed() cannot fail: an fstat error counts as
+//   "changed" (a fresh process opens the table again).
 // SECURITY
 //   Sources are written by the administrator, but lookup keys come from the
 //   network: they are bounded by MaxKeyLength and never need a NUL terminator.
@@ -44,6 +60,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <ctime>
 #include <memory>
 #include <optional>
 #include <string>
@@ -84,11 +102,22 @@ public:
     // The spec it was opened with, e.g. "hash:/etc/postern/aliases" (for logs).
     const std::string& spec() const noexcept { return spec_; }
 
+    // True when the file this map was read from has been replaced, removed or
+    // rewritten since open (see CHANGES above). One fstat(2); no path lookup.
+    bool changed() const;
+
 protected:
     explicit Map(std::string spec) : spec_(std::move(spec)) {}
 
+    // Watches fd (not owned: it must stay open as long as the Map) from now
+    // on; Error::config when it cannot be fstat'ed.
+    Result<void> watch(int fd);
+
 private:
     std::string spec_;
+    int watch_fd_ = -1;  // -1: nothing to watch, never changed
+    std::int64_t watch_size_ = 0;
+    std::timespec watch_mtime_{};
 };
 
 // spec is "hash:FILE" (opens FILE.db read-only) or "texthash:FILE" (parses
@@ -97,7 +126,8 @@ Result<std::unique_ptr<Map>> open(std::string_view spec, Format format = Format:
 
 // Like postmap: parse source_path, write source_path.db.tmp.<pid>, fsync,
 // rename over source_path.db, fsync the directory. Open readers keep the old
-// file (the rename replaces the inode); the next open() sees the new one.
+// file (the rename replaces the inode) and their changed() turns true; the
+// next open() sees the new one.
 Result<void> build(const std::string& source_path, Format format);
 
 }  // namespace postern::maps

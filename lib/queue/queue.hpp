@@ -35,6 +35,9 @@
 //     'S' envelope sender (empty payload: null sender <>)
 //     'e' DSN ENVID     'r' DSN RET: FULL or HDRS   'b' BODY: 7BIT 8BITMIME BINARYMIME
 //     'U' "1"           SMTPUTF8 was given
+//     'W' "0" or "1"    a delay notice was sent (rewritten in place by
+//                       set_delay_warned; written by every writer, optional
+//                       for the reader)
 //     'R' recipient: status byte ('P' pending, 'D' done, 'F' failed), NOTIFY
 //         byte (bits 1 never, 2 success, 4 failure, 8 delay; 0 = not given;
 //         never is not combined with others), 2-byte big-endian address length,
@@ -44,7 +47,7 @@
 //     'B' raw message bytes       as received after dot-unstuffing, CRLF line
 //                                 endings; the writer makes chunks of <= 64 KiB
 //     'E' (empty)                 end record: the file is complete
-//   Records c a h p m u o e r b U are optional (absent = empty/false); V T I S
+//   Records c a h p m u o e r b U W are optional (absent = empty/false); V T I S
 //   M E are required; all but R and B appear at most once. Envelope records
 //   come before M, B records between M and E, nothing after E.
 //
@@ -164,6 +167,8 @@ struct Envelope {
     std::string sender;      // empty = null sender
     std::string envid, ret, body;
     bool smtputf8 = false;
+    bool delay_warned = false;       // a delay notice went to the sender
+    uint64_t warned_offset = 0;      // set by read_envelope: offset of the 'W' flag (0 = none)
     std::vector<Recipient> recipients;
 };
 
@@ -307,6 +312,10 @@ Result<Envelope> read_envelope(int fd, uint64_t* content_offset_out = nullptr);
 // record. A sink error stops the walk and is returned as it is.
 Result<void> read_content(int fd, uint64_t content_offset,
                           const std::function<Result<void>(std::string_view)>& sink);
+
+// Marks the message's delay notice as sent ('W' flag to "1", in place, then
+// fdatasync). Error::perm if the file has no such record (older files).
+Result<void> set_delay_warned(int fd, Envelope& env);
 
 // Rewrites r's status byte in place at r.status_offset, then fdatasync. First
 // checks that an 'R' record for r.address with a valid status is there, so a

@@ -36,7 +36,7 @@ std::string type_name(char type) {
 }
 
 bool known_type(char t) noexcept {
-    static constexpr std::string_view Known = "VTIcahpmuoSerbURMBE";
+    static constexpr std::string_view Known = "VTIcahpmuoSerbUWRMBE";
     return Known.find(t) != std::string_view::npos;
 }
 
@@ -235,6 +235,11 @@ Result<Envelope> read_envelope(int fd, uint64_t* content_offset_out) {
             if (p != "1") return corrupt("bad SMTPUTF8 record", payload_at);
             env.smtputf8 = true;
             break;
+        case RecWarned:
+            if (p != "0" && p != "1") return corrupt("bad delay warning record", payload_at);
+            env.delay_warned = p == "1";
+            env.warned_offset = payload_at;
+            break;
         case RecRecipient: {
             auto r = parse_recipient(p, payload_at);
             if (!r) return r.error();
@@ -249,6 +254,28 @@ Result<Envelope> read_envelope(int fd, uint64_t* content_offset_out) {
     if (phase != Phase::Done) return corrupt("missing end record", *size);
     if (content_offset_out != nullptr) *content_offset_out = content_offset;
     return env;
+}
+
+Result<void> set_delay_warned(int fd, Envelope& env) {
+    if (env.warned_offset == 0) return Error::perm("queue file " + env.queue_id + " has no delay warning record");
+    auto size = file_size(fd);
+    if (!size) return size.error();
+    const uint64_t at = env.warned_offset;
+    if (at < RecHeaderSize || at >= *size) return corrupt("no delay warning record", at);
+    char rec[RecHeaderSize + 1];
+    if (auto rd = pread_exact(fd, rec, sizeof rec, at - RecHeaderSize); !rd) return rd;
+    if (rec[0] != RecWarned || get_u32(rec + 1) != 1 || (rec[5] != '0' && rec[5] != '1'))
+        return corrupt("no delay warning record", at);
+    const char one = '1';
+    for (;;) {
+        ssize_t n = ::pwrite(fd, &one, 1, static_cast<off_t>(at));
+        if (n == 1) break;
+        if (n < 0 && errno == EINTR) continue;
+        return sys_error("write delay warning flag at offset", std::to_string(at), n < 0 ? errno : EIO);
+    }
+    if (::fdatasync(fd) != 0) return sys_error("fdatasync queue file", "fd " + std::to_string(fd), errno);
+    env.delay_warned = true;
+    return {};
 }
 
 Result<void> read_content(int fd, uint64_t content_offset,

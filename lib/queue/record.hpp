@@ -26,6 +26,7 @@ inline constexpr char RecVersion = 'V', RecTime = 'T', RecId = 'I';
 inline constexpr char RecClientName = 'c', RecClientAddr = 'a', RecHelo = 'h', RecProtocol = 'p';
 inline constexpr char RecSaslMethod = 'm', RecSaslUsername = 'u', RecOrigin = 'o';
 inline constexpr char RecSender = 'S', RecEnvid = 'e', RecRet = 'r', RecBody = 'b', RecSmtputf8 = 'U';
+inline constexpr char RecWarned = 'W';
 inline constexpr char RecRecipient = 'R', RecMessage = 'M', RecContent = 'B', RecEnd = 'E';
 
 inline constexpr std::size_t RecHeaderSize = 5;   // type + 4-byte big-endian length

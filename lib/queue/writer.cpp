@@ -139,7 +139,8 @@ Result<void> Writer::write_envelope(const Envelope& env) {
               optional(RecProtocol, env.protocol) && optional(RecSaslMethod, env.sasl_method) &&
               optional(RecSaslUsername, env.sasl_username) && optional(RecOrigin, env.origin) &&
               field(RecSender, env.sender) && optional(RecEnvid, env.envid) && optional(RecRet, env.ret) &&
-              optional(RecBody, env.body) && (!env.smtputf8 || field(RecSmtputf8, "1"));
+              optional(RecBody, env.body) && (!env.smtputf8 || field(RecSmtputf8, "1")) &&
+              field(RecWarned, env.delay_warned ? "1" : "0");
     if (!ok) return Error::perm("queue file " + id_ + ": envelope field too long");
 
     std::string rcpt;

@@ -138,7 +138,22 @@ public:
         lifeline_ = event::Event::io(base, proto::kLifelineFd, EV_READ | EV_PERSIST, [this](short) { on_lifeline(); });
         lifeline_.add();
         idle_timer_ = event::Event::timer(base, [this] { on_idle(); });
+        drained_ = event::Event::timer(base, [this] {
+            listeners_.clear();
+            update();
+        });
+        ctx_.on_exit_request([this] { drain(true); });
+        ctx_.on_work_done([this] {
+            if (draining_) update();
+        });
         update();
+    }
+
+    Runtime(const Runtime&) = delete;
+    Runtime& operator=(const Runtime&) = delete;
+    ~Runtime() {
+        ctx_.on_exit_request(nullptr);
+        ctx_.on_work_done(nullptr);
     }
 
 private:
@@ -152,8 +167,11 @@ private:
         if (n != static_cast<ssize_t>(sizeof m)) log::fatal(EX_OSERR, "cannot report status to master: %s", std::strerror(errno));
     }
 
+    bool idle() const { return clients_ == 0 && !(spec_.busy && spec_.busy()); }
+
     bool accepting() const {
-        return !draining_ && clients_ < limit_ && used_ < static_cast<std::size_t>(ctx_.params().max_use);
+        return !draining_ && clients_ < limit_ &&
+               (spec_.ignore_max_idle || used_ < static_cast<std::size_t>(ctx_.params().max_use));
     }
 
     void update() {
@@ -163,8 +181,8 @@ private:
             else l.del();
         }
         report(want ? proto::Status::Avail : proto::Status::Taken);
-        if (clients_ == 0 && !accepting()) finish();  // max_use reached or master said goodbye
-        if (clients_ == 0 && !spec_.ignore_max_idle)
+        if (idle() && !accepting()) finish();  // max_use reached or master said goodbye
+        if (idle() && !spec_.ignore_max_idle)
             idle_timer_.add(std::chrono::seconds(ctx_.params().max_idle));
         else
             idle_timer_.del();
@@ -226,21 +244,73 @@ private:
         char c;
         ssize_t n = ::read(proto::kLifelineFd, &c, 1);
         if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
-            // Master reloaded or went away: close our copies of the listeners
-            // (a removed service's port must close), finish, then exit.
-            draining_ = true;
+            // Master reloaded or went away: a removed service's port must close.
             lifeline_.del();
-            listeners_.clear();
-            for (int i = 0; i < opts_.listen_count; ++i) ::close(proto::kListenFd + i);
-            update();
+            drain(false);
         }
     }
 
+    // Stops taking work, for master (lifeline EOF) and for the daemon itself
+    // (Context::request_exit): closes our copies of the listeners (master
+    // keeps its own), says "taken" so master starts a fresh process for the
+    // next client, and lets update() exit once the sessions in progress are
+    // over. Idempotent.
+    void drain(bool wake_successor) {
+        if (draining_) return;
+        draining_ = true;
+        if (spec_.on_drain) event::guarded("drain", spec_.on_drain);
+        const std::string wake =
+            wake_successor && spec_.skeleton == Skeleton::Trigger ? own_socket_path() : std::string();
+        // Note: the listener Events are only disarmed here and destroyed by
+        // drained_: we may be inside one's callback (a session asking to exit).
+        for (auto& l : listeners_) l.del();
+        for (int i = 0; i < opts_.listen_count; ++i) ::close(proto::kListenFd + i);
+        report(proto::Status::Taken);
+        if (!wake.empty()) wake_successor_at(wake);
+        // Not update() now: it may exit, and request_exit promises to return.
+        drained_.add(std::chrono::milliseconds(0));
+    }
+
+    // Our first listener's path as seen from here ("" unless it is a UNIX
+    // socket): master binds it under queue_directory, our jail's "/".
+    std::string own_socket_path() const {
+        if (opts_.listen_count < 1) return {};
+        sockaddr_un sun{};
+        socklen_t len = sizeof sun;
+        if (::getsockname(proto::kListenFd, reinterpret_cast<sockaddr*>(&sun), &len) != 0 || sun.sun_family != AF_UNIX)
+            return {};
+        std::string path(sun.sun_path, ::strnlen(sun.sun_path, sizeof sun.sun_path));
+        if (!opts_.chroot || path.empty()) return path;
+        std::string_view queue = ctx_.params().queue_directory;
+        while (queue.size() > 1 && queue.back() == '/') queue.remove_suffix(1);
+        if (queue == "/") return path;
+        if (path.size() <= queue.size() || path.compare(0, queue.size(), queue) != 0 || path[queue.size()] != '/')
+            return {};
+        return path.substr(queue.size());
+    }
+
+    // A Trigger service's successor is started by master only for a trigger,
+    // which for qmgr may be a wake-up minutes away. So leave one in master's
+    // listen queue, as master's wake-up timer would: the socket is master's,
+    // the connection waits there after we exit, and starts the new process.
+    static void wake_successor_at(const std::string& path) {
+        sockaddr_un sun{};
+        if (path.size() >= sizeof sun.sun_path) return;
+        sun.sun_family = AF_UNIX;
+        std::memcpy(sun.sun_path, path.c_str(), path.size() + 1);
+        UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+        if (!fd || ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&sun), sizeof sun) != 0 ||
+            ::write(fd.get(), "W", 1) != 1)
+            log::warn("cannot leave a wake-up at %s for the next process: %s; master starts it at the next trigger",
+                      path.c_str(), std::strerror(errno));
+    }
+
     void on_idle() {
-        if (clients_ == 0) finish();
+        if (idle()) finish();
     }
 
     [[noreturn]] void finish() {
+        event::guarded("exit", [this] { ctx_.run_at_exit(); });
         log::debug("exiting: %zu sessions served", used_);
         std::fflush(nullptr);
         std::_Exit(0);
@@ -251,7 +321,7 @@ private:
     Context& ctx_;
     std::size_t limit_;
     std::vector<event::Event> listeners_;
-    event::Event lifeline_, idle_timer_;
+    event::Event lifeline_, idle_timer_, drained_;
     std::size_t clients_ = 0, used_ = 0;
     bool draining_ = false;
     int reported_ = -1;
@@ -260,6 +330,19 @@ private:
 bool fd_open(int fd) { return ::fcntl(fd, F_GETFD) >= 0; }
 
 }  // namespace
+
+void Context::run_at_exit() {
+    auto fns = std::move(at_exit_);
+    at_exit_.clear();
+    for (auto& fn : fns) fn();
+}
+
+void Context::request_exit(std::string_view why) {
+    if (exit_requested_) return;
+    exit_requested_ = true;
+    log::info("%s -- restarting", util::printable(why, 1000).c_str());
+    if (on_exit_request_) on_exit_request_();
+}
 
 int run(const ServiceSpec& spec, int argc, char** argv) {
     std::string tag = "postern/" + std::string(spec.name);

@@ -15,6 +15,20 @@
 //       return service::run(spec, argc, argv);
 //   }
 //   A session calls conn.done() (or drops the Connection) when it ends.
+//   ctx.request_exit("table hash:/etc/postern/aliases has changed");  // finish, exit, be replaced
+// EXITING
+//   A daemon exits with status 0 after max_use sessions, after max_idle idle
+//   seconds, when master closes the lifeline (reload, stop), and when it asks
+//   to with Context::request_exit (e.g. a lookup table it cannot open again
+//   from inside its jail has changed). The last two share one path: stop
+//   accepting (our copies of the listeners are closed; master keeps its own),
+//   report "taken" so master starts a fresh process for the next client, let
+//   the sessions in progress end, then exit. A Trigger service has no
+//   sessions: it exits after the trigger it is handling, without waiting for
+//   background work (qmgr's deliveries in flight), as on a reload. Because
+//   only a trigger makes master start one, request_exit leaves a wake-up
+//   ("W", as master's wake-up timer sends) in master's listen queue: the
+//   successor starts as soon as the old process is gone.
 // ERRORS
 //   Start-up failures (bad config, jail) are log::fatal with a sysexits code:
 //   master throttles a service whose children die that way.
@@ -97,10 +111,36 @@ public:
     const std::vector<std::string>& args() const noexcept { return opts_.args; }
     event::Base& base() noexcept { return base_; }
 
+    // Asks the skeleton to finish the work in progress and exit (see EXITING):
+    // logs "WHY -- restarting" once; later calls do nothing. Returns at once:
+    // the process never exits inside this call, so a session may call it and
+    // go on (smtpd serves the connection in hand with its old table).
+    void request_exit(std::string_view why);
+    bool exit_requested() const noexcept { return exit_requested_; }
+    // What request_exit does after logging; set by the skeleton (and tests).
+    void on_exit_request(std::function<void()> fn) { on_exit_request_ = std::move(fn); }
+
+    // Runs fn just before a normal exit (max_use, max_idle, drained): the
+    // last chance to pass on what must not be lost with the process, such as
+    // smtpd's rate-limited qmgr trigger. Not run on fatal errors or signals.
+    void at_exit(std::function<void()> fn) { at_exit_.push_back(std::move(fn)); }
+    // For the skeleton: runs the at_exit functions (once).
+    void run_at_exit();
+
+    // A daemon with ServiceSpec::busy calls this when that work is over, so a
+    // draining skeleton can exit (qmgr: the last delivery in flight came back).
+    void work_done() {
+        if (on_work_done_) on_work_done_();
+    }
+    void on_work_done(std::function<void()> fn) { on_work_done_ = std::move(fn); }
+
 private:
     const config::Config& config_;
     const Options& opts_;
     event::Base& base_;
+    bool exit_requested_ = false;
+    std::function<void()> on_exit_request_, on_work_done_;
+    std::vector<std::function<void()>> at_exit_;
 };
 
 struct ServiceSpec {
@@ -110,7 +150,15 @@ struct ServiceSpec {
     std::function<void(Context&)> post_jail;  // jailed, before the first client
     std::function<void(Context&, Connection)> on_connection;        // Single, Multi
     std::function<void(Context&, std::string_view)> on_trigger;     // Trigger
-    bool ignore_max_idle = false;  // e.g. a queue manager that must stay up
+    // Runs until master says otherwise: neither max_idle nor max_use ends it
+    // (a queue manager, like Postfix's MAIL_SERVER_UNLIMITED).
+    bool ignore_max_idle = false;
+    // Work outside sessions that must end before the process may exit
+    // (reload, request_exit, max_use): while busy() is true a draining daemon
+    // keeps running its loop; on_drain tells it to start no new work, and
+    // Context::work_done() says when busy() may have turned false.
+    std::function<bool()> busy;
+    std::function<void()> on_drain;
 };
 
 // Runs the daemon; returns the process exit status.

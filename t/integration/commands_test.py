@@ -1,10 +1,16 @@
 """postern map build/query, make install/uninstall into a DESTDIR, the
-service scripts, and master listening on several addresses (IPv4 and IPv6)."""
+service scripts, master listening on several addresses (IPv4 and IPv6), and
+make run delivering mail for root into run/mail/root.mbox."""
 import os
+import pwd
+import re
+import shutil
+import signal
+import smtplib
 import socket
 import subprocess
 import tempfile
-import shutil
+import time
 
 from harness import BIN, ROOT, Instance, Skip, free_port, need_root, testd_hello
 
@@ -69,22 +75,42 @@ def test_make_install_into_destdir_keeps_edited_config():
                                   text=True, timeout=120, cwd=ROOT)
         r = install(dest, "/usr/local", "/etc/postern", BIN)
         assert r.returncode == 0, r.stderr
-        for path in ["usr/local/sbin/postern", "usr/local/libexec/postern/master", "etc/postern/main.cf",
-                     "etc/postern/master.cf", "etc/init.d/postern", "lib/systemd/system/postern.service",
-                     "etc/pam.d/postern", "usr/local/share/man/man8/master.8", "var/spool/postern"]:
+        for path in ["usr/local/sbin/postern", "usr/local/libexec/postern/master",
+                     "usr/local/libexec/postern/smtpd", "usr/local/libexec/postern/qmgr",
+                     "usr/local/libexec/postern/local", "etc/postern/main.cf", "etc/postern/master.cf",
+                     "etc/postern/aliases", "etc/init.d/postern", "lib/systemd/system/postern.service",
+                     "etc/pam.d/postern", "usr/local/share/man/man8/master.8",
+                     "usr/local/share/man/man8/qmgr.8", "usr/local/share/man/man8/local.8", "var/spool/postern"]:
             assert os.path.exists(os.path.join(dest, path)), f"missing {path}"
+        # aliases.db belongs to the target: a staged install says how to build
+        # it there. That command, run on the staged tree, gives a working table.
+        aliases = os.path.join(dest, "etc/postern/aliases")
+        assert not os.path.exists(aliases + ".db")
+        assert "postern -c /etc/postern map build -a /etc/postern/aliases" in r.stdout, r.stdout
+        b = postern("-c", os.path.join(dest, "etc/postern"), "map", "build", "-a", aliases)
+        assert b.returncode == 0, b.stderr
+        assert os.path.exists(aliases + ".db"), "missing etc/postern/aliases.db"
+        for key, want in [("postmaster", "root"), ("abuse", "postmaster"), ("mailer-daemon", "postmaster")]:
+            q = postern("map", "query", "hash:" + aliases, key)
+            assert q.returncode == 0 and q.stdout.strip() == want, f"{key}: got {q.stdout!r}, want {want!r}"
+        assert postern("map", "query", "hash:" + aliases, "root").returncode == 1, "root: is shipped commented out"
         main_cf = os.path.join(dest, "etc/postern/main.cf")
         text = open(main_cf).read()
         assert "daemon_directory = /usr/local/libexec/postern" in text
         assert "/usr/local/sbin/postern" in open(os.path.join(dest, "etc/init.d/postern")).read()
         assert os.access(os.path.join(dest, "etc/init.d/postern"), os.X_OK)
-        # The administrator edits main.cf; a second install keeps the edit.
+        # The administrator edits main.cf and aliases; a second install keeps the edits.
         with open(main_cf, "a") as f:
             f.write("myhostname = mail.example.com\n")
+        with open(aliases, "a") as f:
+            f.write("root: alice\n")
         r = install(dest, "/usr/local", "/etc/postern", BIN)
         assert r.returncode == 0, r.stderr
         assert "myhostname = mail.example.com" in open(main_cf).read()
         assert os.path.exists(main_cf + ".postern-new")
+        assert "root: alice" in open(aliases).read()
+        assert os.path.exists(aliases + ".postern-new")
+        assert os.path.exists(aliases + ".db"), "a reinstall leaves the built table alone"
         # An unedited file is simply updated.
         assert not os.path.exists(os.path.join(dest, "etc/postern/master.cf.postern-new"))
         r = install("--uninstall", dest, "/usr/local", "/etc/postern")
@@ -181,3 +207,77 @@ def test_init_script_drives_an_instance():
     assert run("status").returncode == 3
     assert run("stop").returncode == 0, "stopping a stopped service is not an error"
     assert run("frobnicate").returncode == 2
+
+
+def _port_free(port):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def test_make_run_delivers_to_root_mbox():
+    """scripts/make-run on a copy of etc/ and scripts/ (so its run/ is a temp
+    directory, not the developer's): mail to root@localhost lands in
+    run/mail/root.mbox, and SIGTERM to master stops everything."""
+    need_root()
+    from harness import alive, cmdline, wait_for
+    # make-run's ports are fixed (2525, 2587, 2465): a running `make run` owns them.
+    for port in (2525, 2587, 2465):
+        if not _port_free(port):
+            raise Skip(f"port {port} is in use (a make run?)")
+    top = tempfile.mkdtemp(prefix="postern-make-run-")
+    os.chmod(top, 0o755)  # run/mail is written as nobody
+    proc = master = None
+    try:
+        for d in ("scripts", "etc"):
+            shutil.copytree(os.path.join(ROOT, d), os.path.join(top, d), symlinks=True)
+        run = os.path.join(top, "run")
+        out_path = os.path.join(top, "make-run.out")
+        with open(out_path, "wb") as out:
+            proc = subprocess.Popen([os.path.join(top, "scripts", "make-run"), BIN], stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+        def started():  # the start-up text ends with the "Control:" line
+            return "\nControl: " in open(out_path, errors="replace").read() or proc.poll() is not None
+        wait_for(started, 60, "make-run to start master")
+        text = open(out_path, errors="replace").read()
+        m = re.search(r"master pid (\d+)", text)
+        if m:
+            master = int(m.group(1))
+        assert proc.poll() is None and m, f"make-run exited with {proc.returncode}:\n{text}"
+        assert "Mail to root@localhost lands in run/mail/root.mbox" in text, text
+        mbox = os.path.join(run, "mail", "root.mbox")
+        st = os.stat(mbox)
+        assert (st.st_uid, st.st_mode & 0o777) == (pwd.getpwnam("nobody").pw_uid, 0o600), st
+        assert os.path.exists(os.path.join(run, "etc", "aliases.db"))
+        wait_for(lambda: not _port_free(2525), 10, "smtpd on 2525")
+        subject = f"make run test {time.time()}"
+        with smtplib.SMTP("127.0.0.1", 2525, timeout=30) as s:
+            s.sendmail("tester@example.org", ["root@localhost"],
+                       f"From: tester@example.org\r\nTo: root@localhost\r\nSubject: {subject}\r\n\r\nhello\r\n")
+        wait_for(lambda: subject in open(mbox, errors="replace").read(), 30, "delivery into run/mail/root.mbox")
+        body = open(mbox, errors="replace").read()
+        assert body.startswith("From tester@example.org "), body[:200]
+        assert "Delivered-To: root@localhost" in body
+        log = open(os.path.join(run, "log", "maillog"), errors="replace").read()
+        assert re.search(r"status=sent \(delivered to file: .*/run/mail/root\.mbox\)", log), log
+        os.kill(master, signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert "make run: master stopped" in open(out_path, errors="replace").read()
+        wait_for(lambda: not alive(master), 10, "master to exit")
+    finally:
+        # Only what this test started: master by its pid, then make-run's own
+        # process group (make-run and its tail), by its id.
+        if master and alive(master) and "master" in cmdline(master):
+            os.kill(master, signal.SIGKILL)
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=30)
+        shutil.rmtree(top, ignore_errors=True)

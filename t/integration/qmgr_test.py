@@ -239,9 +239,12 @@ def test_kill9_qmgr_and_local_mid_work_loses_nothing():
         subs = _subjects(inst, users)
         assert set(subs) == {f"Subject: k{i}" for i in range(n)}, sorted(set(f"Subject: k{i}" for i in range(n)) - set(subs))
         dups = len(subs) - len(set(subs))
-        # A delivery killed after the mailbox write but before its reply is
-        # delivered again: at most one duplicate per kill of local.
-        assert dups <= killed["local"], (dups, killed)
+        # Duplicates have two causes, both "at least once": a local killed
+        # after its mailbox write but before its reply (one delivery each:
+        # local serves one request at a time), and a qmgr killed after a
+        # reply but before it removed the file (at most its deliveries in
+        # flight: 3 users x local_destination_concurrency_limit 2).
+        assert dups <= killed["local"] + 6 * killed["qmgr"], (dups, killed)
         print(f"killed {killed}, duplicates {dups}")
     finally:
         finish(inst)

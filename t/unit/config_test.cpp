@@ -1026,3 +1026,16 @@ TEST_CASE("random bytes do not crash the parsers") {
             for (const auto& svc : *c) CHECK_FALSE(svc.command.empty());
     }
 }
+
+TEST_CASE("from_text: per-transport scheduling limits are known and checked") {
+    std::vector<std::string> warnings;
+    auto r = Config::from_text("local_destination_concurrency_limit = 5\nsmtp_destination_recipient_limit = 20\n",
+                               "main.cf", "/etc/postern", {}, &warnings);
+    REQUIRE(r);
+    CHECK(warnings.empty());
+    CHECK(r->value("local_destination_concurrency_limit") == "5");
+    auto bad = Config::from_text("relay_destination_concurrency_limit = lots\n", "main.cf", "/etc/postern");
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error().text.find("main.cf:1: invalid value for relay_destination_concurrency_limit") !=
+          std::string::npos);
+}

@@ -426,3 +426,111 @@ TEST_CASE("build: missing source") {
     CHECK(r.error().text == "open " + dir.file("nope") + ": No such file or directory");
     CHECK(dir.names().empty());
 }
+
+TEST_CASE("changed: hash maps watch the .db they opened") {
+    TempDir dir;
+    const std::string src = dir.file("aliases");
+    write_file(src, "oldalias: root\n");
+    REQUIRE(maps::build(src, A));
+    auto m = maps::open("hash:" + src, A);
+    REQUIRE(m);
+    auto other = maps::open("hash:" + src, A);
+    REQUIRE(other);
+
+    INFO("untouched: got changed() " << (*m)->changed() << ", want false");
+    CHECK_FALSE((*m)->changed());
+    CHECK(look(**m, "oldalias") == "found: root");
+
+    // Editing the source is not a change of the table until it is built.
+    write_file(src, "newalias: root\n");
+    INFO("source edited, not rebuilt: got changed() " << (*m)->changed() << ", want false");
+    CHECK_FALSE((*m)->changed());
+
+    REQUIRE(maps::build(src, A));
+    INFO("after a rebuild: got changed() " << (*m)->changed() << ", want true");
+    CHECK((*m)->changed());
+    CHECK((*other)->changed());
+    // The old table still answers, as before the rebuild.
+    CHECK(look(**m, "oldalias") == "found: root");
+    CHECK(look(**m, "newalias") == "not found");
+
+    auto fresh = maps::open("hash:" + src, A);
+    REQUIRE(fresh);
+    INFO("a map opened after the rebuild: got changed() " << (*fresh)->changed() << ", want false");
+    CHECK_FALSE((*fresh)->changed());
+    CHECK(look(**fresh, "newalias") == "found: root");
+
+    // Works without the path: the directory is gone, as it would be out of sight in a chroot.
+    REQUIRE(::unlink((src + ".db").c_str()) == 0);
+    INFO("after the .db was removed: got changed() " << (*fresh)->changed() << ", want true");
+    CHECK((*fresh)->changed());
+}
+
+TEST_CASE("changed: texthash maps watch their source file") {
+    TempDir dir;
+    const std::string src = dir.file("transport");
+    write_file(src, "example.com smtp:[a.example]\n");
+    auto m = maps::open("texthash:" + src);
+    REQUIRE(m);
+    INFO("untouched: got changed() " << (*m)->changed() << ", want false");
+    CHECK_FALSE((*m)->changed());
+    INFO("a lookup does not count as a change");
+    CHECK(look(**m, "example.com") == "found: smtp:[a.example]");
+    CHECK_FALSE((*m)->changed());
+
+    SECTION("edited with an atomic rename, as editors and scripts do") {
+        const std::string tmp = dir.file("transport.new");
+        write_file(tmp, "example.com smtp:[b.example]\n");
+        REQUIRE(::rename(tmp.c_str(), src.c_str()) == 0);
+        INFO("after the rename: got changed() " << (*m)->changed() << ", want true");
+        CHECK((*m)->changed());
+        CHECK(look(**m, "example.com") == "found: smtp:[a.example]");
+        auto again = maps::open("texthash:" + src);
+        REQUIRE(again);
+        CHECK_FALSE((*again)->changed());
+        CHECK(look(**again, "example.com") == "found: smtp:[b.example]");
+    }
+    SECTION("rewritten in place") {
+        {
+            std::ofstream out(src, std::ios::binary | std::ios::app);
+            out << "example.org smtp:[c.example]\n";
+        }
+        INFO("after an append: got changed() " << (*m)->changed() << ", want true");
+        CHECK((*m)->changed());
+    }
+    SECTION("same size, new modification time") {
+        const timespec times[2] = {{0, UTIME_OMIT}, {1000000000, 0}};
+        REQUIRE(::utimensat(AT_FDCWD, src.c_str(), times, 0) == 0);
+        INFO("after a new mtime: got changed() " << (*m)->changed() << ", want true");
+        CHECK((*m)->changed());
+    }
+    SECTION("removed") {
+        REQUIRE(::unlink(src.c_str()) == 0);
+        INFO("after unlink: got changed() " << (*m)->changed() << ", want true");
+        CHECK((*m)->changed());
+    }
+}
+
+TEST_CASE("changed: a texthash map keeps one descriptor, closed with the map") {
+    TempDir dir;
+    const std::string src = dir.file("t");
+    write_file(src, "k v\n");
+    auto count_fds = [] {
+        std::size_t n = 0;
+        for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+        return n;
+    };
+    const std::size_t before = count_fds();
+    {
+        auto m = maps::open("texthash:" + src);
+        REQUIRE(m);
+        INFO("open descriptors with the map open: got " << count_fds() << ", want " << before + 1);
+        CHECK(count_fds() == before + 1);
+    }
+    INFO("open descriptors after the map is gone: got " << count_fds() << ", want " << before);
+    CHECK(count_fds() == before);
+    // A source that fails to parse leaves no descriptor behind either.
+    write_file(src, "broken\n");
+    CHECK_FALSE(maps::open("texthash:" + src));
+    CHECK(count_fds() == before);
+}

@@ -392,3 +392,92 @@ TEST_CASE("qmgr: a message past maximal_queue_lifetime is returned at its next f
     REQUIRE(f.agents.calls.size() == 1);  // the bounce
     CHECK(f.agents.calls[0].req.sender.empty());
 }
+
+TEST_CASE("qmgr: NOTIFY=SUCCESS gets a delivery report, NOTIFY=FAILURE alone does not") {
+    Fixture f;
+    auto now = std::chrono::duration_cast<std::chrono::microseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
+    auto w = queue::Writer::create(f.q.path, now);
+    REQUIRE(w);
+    queue::Envelope env;
+    env.sender = "s@example.org";
+    queue::Recipient a, b;
+    a.address = "a@example.com";
+    a.notify = queue::NotifySuccess | queue::NotifyFailure;
+    b.address = "b@example.com";
+    b.notify = queue::NotifyFailure;
+    env.recipients = {a, b};
+    REQUIRE(w->write_envelope(env));
+    REQUIRE(w->append("Subject: x\r\n\r\nx\r\n"));
+    REQUIRE(w->finish());
+    REQUIRE(w->commit());
+    f.start();
+    REQUIRE(f.agents.calls.size() == 2);  // local: one recipient per request
+    f.agents.answer(K::Sent, "2.0.0", "delivered to maildir");
+    f.agents.answer(K::Sent, "2.0.0", "delivered to maildir");
+    run(f.base);
+    // One report, about a only, from <> to the sender.
+    REQUIRE(f.agents.calls.size() == 1);
+    auto& req = f.agents.calls[0].req;
+    CHECK(req.sender.empty());
+    CHECK(req.recipients.at(0).address == "s@example.org");
+    std::string qf = f.q.path + "/" + req.queue_file;
+    UniqueFd fd(::open(qf.c_str(), O_RDONLY));
+    std::uint64_t off = 0;
+    REQUIRE(queue::read_envelope(fd.get(), &off));
+    std::string text;
+    REQUIRE(queue::read_content(fd.get(), off, [&](std::string_view s) -> Result<void> {
+        text.append(s);
+        return {};
+    }));
+    CHECK(text.find("Action: delivered") != std::string::npos);
+    CHECK(text.find("rfc822; a@example.com") != std::string::npos);
+    CHECK(text.find("b@example.com\r\nAction") == std::string::npos);
+}
+
+TEST_CASE("qmgr: one delay notice after delay_warning_time, flagged in the queue file") {
+    Fixture f("delay_warning_time = 1h\n");
+    auto old = std::chrono::duration_cast<std::chrono::microseconds>(
+                   std::chrono::system_clock::now().time_since_epoch() - std::chrono::hours(2))
+                   .count();
+    std::string id = queue_message(f.q, "s@example.org", {"alice@example.com"}, queue::Incoming, old);
+    f.start();
+    f.agents.answer(K::Deferred, "4.2.2", "mailbox full");
+    run(f.base);
+    REQUIRE(f.q.list("deferred") == std::vector<std::string>{id});
+    REQUIRE(f.agents.calls.size() == 1);  // the delay notice
+    CHECK(f.agents.calls[0].req.sender.empty());
+    CHECK(f.agents.calls[0].req.recipients.at(0).address == "s@example.org");
+    f.agents.answer(K::Sent, "2.0.0", "ok");
+    run(f.base);
+    UniqueFd fd(::open((f.q.path + "/deferred/" + id).c_str(), O_RDONLY));
+    auto env = queue::read_envelope(fd.get());
+    REQUIRE(env);
+    CHECK(env->delay_warned);
+    // The next failure sends no second notice.
+    f.m->trigger('F');
+    run(f.base);
+    REQUIRE(f.agents.calls.size() == 1);
+    CHECK(f.agents.calls[0].req.queue_id == id);
+    f.agents.answer(K::Deferred, "4.2.2", "mailbox full");
+    run(f.base);
+    CHECK(f.agents.calls.empty());
+}
+
+TEST_CASE("qmgr: drain finishes deliveries in flight, starts none, then reports idle") {
+    Fixture f("default_destination_concurrency_limit = 1\n");
+    std::string a = queue_message(f.q, "s@example.org", {"u@far.example"});
+    std::string b = queue_message(f.q, "s@example.org", {"u@far.example"});
+    f.start();
+    REQUIRE(f.agents.calls.size() == 1);
+    bool idle = false;
+    f.m->on_idle = [&] { idle = true; };
+    f.m->drain();
+    f.agents.answer(K::Sent, "2.0.0", "ok");
+    run(f.base);
+    CHECK(idle);
+    CHECK(f.agents.calls.empty());  // the second message was not started
+    CHECK(f.m->in_flight() == 0);
+    CHECK(f.q.list("active").size() == 1);  // the other one waits for the next qmgr
+}

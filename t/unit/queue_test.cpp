@@ -1036,3 +1036,31 @@ TEST_CASE("Writer::set_owner: the committed file has the owner given") {
         CHECK_FALSE(bad);
     }
 }
+
+TEST_CASE("set_delay_warned flips the W flag in place, durably, and nothing else") {
+    TempDir dir;
+    queue::Envelope env;
+    env.sender = "s@example.org";
+    queue::Recipient r;
+    r.address = "a@example.com";
+    env.recipients.push_back(r);
+    std::string id = commit_message(dir.path, env, "Subject: x\r\n\r\nbody\r\n");
+    UniqueFd fd(::open((dir.path + "/incoming/" + id).c_str(), O_RDWR));
+    REQUIRE(fd);
+    auto before = read_all(fd.get());
+    REQUIRE(before.env);
+    CHECK_FALSE(before.env->delay_warned);
+    CHECK(before.env->warned_offset != 0);
+    REQUIRE(queue::set_delay_warned(fd.get(), *before.env));
+    auto after = read_all(fd.get());
+    REQUIRE(after.env);
+    CHECK(after.env->delay_warned);
+    CHECK(after.bytes == before.bytes);
+    CHECK(after.env->recipients.at(0).address == "a@example.com");
+    // A wrong offset is refused, not written.
+    queue::Envelope bogus = *after.env;
+    bogus.warned_offset = bogus.recipients[0].status_offset;
+    CHECK_FALSE(queue::set_delay_warned(fd.get(), bogus));
+    bogus.warned_offset = 0;
+    CHECK_FALSE(queue::set_delay_warned(fd.get(), bogus));
+}

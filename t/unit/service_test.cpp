@@ -1,20 +1,37 @@
 // Unit tests for lib/service: master's command line (parse_options), the
-// Connection claim, and the instance pid-file lock and queue directory tree.
+// Connection claim, the instance pid-file lock and queue directory tree, and
+// how a daemon exits on request (run in a child with master's descriptors).
+#include <fcntl.h>
 #include <grp.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "config/config.hpp"
+#include "event/event.hpp"
+#include "log/log.hpp"
 #include "service/instance.hpp"
+#include "service/proto.hpp"
 #include "service/service.hpp"
 
 using namespace postern;
@@ -388,4 +405,281 @@ TEST_CASE("instance: prepare_queue_dirs names a missing mail_owner") {
     CHECK(r.error().kind == Error::Kind::Config);
     CHECK(r.error().text.find("no-such-user-xq7") != std::string::npos);
     CHECK_FALSE(std::filesystem::exists(dir.path + "/q"));
+}
+
+namespace {
+
+// A daemon run by service::run in a child process, with the descriptors
+// master gives it: status pipe (3), lifeline (4), one listener (5).
+class Daemon {
+public:
+    Daemon(const service::ServiceSpec& spec, const std::string& config_dir, const UniqueFd& listener) {
+        int st[2], life[2];
+        REQUIRE(::pipe2(st, O_CLOEXEC) == 0);
+        REQUIRE(::pipe2(life, O_CLOEXEC) == 0);
+        status_r_.reset(st[0]);
+        UniqueFd status_w(st[1]);
+        UniqueFd life_r(life[0]);
+        life_w_.reset(life[1]);
+        pid_ = ::fork();
+        REQUIRE(pid_ >= 0);
+        if (pid_ == 0) {
+            // Like master: out of the way first, then into place.
+            const int give[] = {status_w.get(), life_r.get(), listener.get()};
+            int tmp[3];
+            for (int i = 0; i < 3; ++i) tmp[i] = ::fcntl(give[i], F_DUPFD_CLOEXEC, 64);
+            for (int i = 0; i < 3; ++i)
+                if (tmp[i] < 0 || ::dup2(tmp[i], service::proto::kStatusFd + i) < 0) ::_exit(70);
+            // Nothing else: our copy of the lifeline's write end would hide its EOF.
+            ::close_range(service::proto::kListenFd + 1, ~0U, 0);
+            std::vector<std::string> args = {"testd", "-c", config_dir, "-n", "svc", "-t", "unix",
+                                             "-s", "1", "-g", "0"};
+            std::vector<char*> argv;
+            for (auto& a : args) argv.push_back(a.data());
+            argv.push_back(nullptr);
+            ::_exit(service::run(spec, static_cast<int>(args.size()), argv.data()));
+        }
+    }
+    Daemon(const Daemon&) = delete;
+    Daemon& operator=(const Daemon&) = delete;
+    ~Daemon() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+    }
+
+    bool running() {
+        if (pid_ <= 0) return false;
+        int st = 0;
+        pid_t r = ::waitpid(pid_, &st, WNOHANG);
+        if (r == 0) return true;
+        status_ = st;
+        pid_ = -1;
+        return false;
+    }
+    // The exit status, or -1 when it is still running after the timeout.
+    int wait_exit(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+        auto end = std::chrono::steady_clock::now() + timeout;
+        while (running() && std::chrono::steady_clock::now() < end)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        if (running()) return -1;
+        return WIFEXITED(status_) ? WEXITSTATUS(status_) : 128 + WTERMSIG(status_);
+    }
+    void close_lifeline() { life_w_.reset(); }
+    // Status reports so far, as "A" (available) and "T" (taken) letters.
+    std::string statuses() {
+        std::string out;
+        ::fcntl(status_r_.get(), F_SETFL, O_NONBLOCK);
+        service::proto::StatusMsg m{};
+        while (::read(status_r_.get(), &m, sizeof m) == static_cast<ssize_t>(sizeof m))
+            out += m.status == service::proto::Status::Avail ? 'A' : 'T';
+        return out;
+    }
+
+private:
+    pid_t pid_ = -1;
+    int status_ = 0;
+    UniqueFd status_r_, life_w_;
+};
+
+struct DaemonDir : TempDir {
+    DaemonDir() {
+        std::ofstream(path + "/main.cf") << "queue_directory = " << path << "/q\nmaillog_file = " << path
+                                         << "/maillog\n";
+    }
+    std::string log() const {
+        std::ifstream in(path + "/maillog");
+        std::ostringstream ss;
+        ss << in.rdbuf();
+        return ss.str();
+    }
+};
+
+std::size_t count(const std::string& text, const std::string& what) {
+    std::size_t n = 0;
+    for (auto pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + 1)) ++n;
+    return n;
+}
+
+UniqueFd tcp_listener(int& port_out) {
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    REQUIRE(fd);
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0);
+    REQUIRE(::listen(fd.get(), 16) == 0);
+    socklen_t len = sizeof sin;
+    REQUIRE(::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sin), &len) == 0);
+    port_out = ntohs(sin.sin_port);
+    return fd;
+}
+
+UniqueFd tcp_connect(int port) {
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    REQUIRE(fd);
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons(static_cast<uint16_t>(port));
+    REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0);
+    return fd;
+}
+
+sockaddr_un unix_address(const std::string& path) {
+    sockaddr_un sun{};
+    sun.sun_family = AF_UNIX;
+    REQUIRE(path.size() < sizeof sun.sun_path);
+    std::memcpy(sun.sun_path, path.c_str(), path.size() + 1);
+    return sun;
+}
+
+// Reads what arrives within the timeout, up to and including a newline.
+std::string read_line(int fd, int timeout_ms = 5000) {
+    std::string out;
+    char c;
+    while (out.empty() || out.back() != '\n') {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, timeout_ms) != 1 || ::read(fd, &c, 1) != 1) break;
+        out += c;
+    }
+    return out;
+}
+
+// A connection waiting in the listener's queue, taken without blocking.
+UniqueFd pending(const UniqueFd& listener) {
+    pollfd p{listener.get(), POLLIN, 0};
+    if (::poll(&p, 1, 1000) != 1) return UniqueFd();
+    return UniqueFd(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+}
+
+}  // namespace
+
+TEST_CASE("request_exit: a Multi daemon stops accepting, finishes its session, exits 0") {
+    DaemonDir dir;
+    int port = 0;
+    UniqueFd listener = tcp_listener(port);
+    // The session greets, asks to exit (twice: logged once), and stays open
+    // until the client says something; then it says bye and ends.
+    struct Held {
+        service::Connection conn;
+        event::Event ev;
+    };
+    std::vector<std::unique_ptr<Held>> held;  // the child's copy is the one used
+    service::ServiceSpec spec{.name = "svc", .skeleton = service::Skeleton::Multi};
+    spec.on_connection = [&held](service::Context& ctx, service::Connection c) {
+        ssize_t n = ::write(c.fd(), "hello\n", 6);
+        ctx.at_exit([] { log::info("at_exit ran"); });
+        ctx.request_exit("table hash:/x has changed");
+        ctx.request_exit("table hash:/y has changed");
+        n += ::write(c.fd(), ctx.exit_requested() ? "exiting\n" : "staying\n", 8);
+        (void)n;
+        held.push_back(std::make_unique<Held>(Held{std::move(c), {}}));
+        Held* h = held.back().get();
+        h->ev = event::Event::io(ctx.base(), h->conn.fd(), EV_READ, [h](short) {
+            ssize_t w = ::write(h->conn.fd(), "bye\n", 4);
+            (void)w;
+            h->conn.done();
+        });
+        h->ev.add();
+    };
+    Daemon d(spec, dir.path, listener);
+
+    UniqueFd a = tcp_connect(port);
+    INFO("log: " << dir.log());
+    CHECK(read_line(a.get()) == "hello\n");
+    CHECK(read_line(a.get()) == "exiting\n");
+    UniqueFd b = tcp_connect(port);  // queued: the daemon no longer accepts
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    INFO("the daemon must wait for its session to end");
+    REQUIRE(d.running());
+
+    REQUIRE(::write(a.get(), "x", 1) == 1);
+    CHECK(read_line(a.get()) == "bye\n");
+    int status = d.wait_exit();
+    INFO("exit status: got " << status << ", want 0");
+    CHECK(status == 0);
+    std::string st = d.statuses();
+    INFO("status reports: got " << st << ", want A first and T last");
+    REQUIRE_FALSE(st.empty());
+    CHECK(st.front() == 'A');
+    CHECK(st.back() == 'T');
+    INFO("the second connection must be left for the next process");
+    CHECK(static_cast<bool>(pending(listener)));
+    const std::string log = dir.log();
+    INFO("log:\n" << log);
+    CHECK(count(log, "table hash:/x has changed -- restarting") == 1);
+    CHECK(count(log, "-- restarting") == 1);
+    CHECK(count(log, "at_exit ran") == 1);
+}
+
+TEST_CASE("request_exit: a Trigger daemon exits after the trigger and leaves a wake-up") {
+    DaemonDir dir;
+    const std::string path = dir.path + "/svc.sock";
+    UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    REQUIRE(listener);
+    sockaddr_un sun = unix_address(path);
+    REQUIRE(::bind(listener.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun) == 0);
+    REQUIRE(::listen(listener.get(), 16) == 0);
+    service::ServiceSpec spec{.name = "svc", .skeleton = service::Skeleton::Trigger, .ignore_max_idle = true};
+    spec.on_trigger = [](service::Context& ctx, std::string_view data) {
+        if (data == "T") ctx.request_exit("table texthash:/t has changed");
+    };
+    Daemon d(spec, dir.path, listener);
+
+    // Another trigger first: the daemon keeps running.
+    auto trigger = [&](const char* what) {
+        UniqueFd c(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        REQUIRE(::connect(c.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun) == 0);
+        REQUIRE(::write(c.get(), what, std::strlen(what)) == static_cast<ssize_t>(std::strlen(what)));
+    };
+    trigger("A");
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    REQUIRE(d.running());
+    trigger("T");
+    int status = d.wait_exit();
+    INFO("exit status: got " << status << ", want 0");
+    CHECK(status == 0);
+
+    UniqueFd wake = pending(listener);
+    INFO("a wake-up must wait in the listen queue for the next process");
+    REQUIRE(wake);
+    CHECK(read_line(wake.get(), 1000) == "W");
+    const std::string log = dir.log();
+    INFO("log:\n" << log);
+    CHECK(count(log, "table texthash:/t has changed -- restarting") == 1);
+}
+
+TEST_CASE("drain: master closing the lifeline still ends an idle daemon") {
+    DaemonDir dir;
+    int port = 0;
+    UniqueFd listener = tcp_listener(port);
+    service::ServiceSpec spec{.name = "svc", .skeleton = service::Skeleton::Multi};
+    spec.on_connection = [](service::Context&, service::Connection) {};
+    Daemon d(spec, dir.path, listener);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    REQUIRE(d.running());
+    d.close_lifeline();
+    int status = d.wait_exit();
+    INFO("exit status: got " << status << ", want 0");
+    CHECK(status == 0);
+    INFO("no wake-up is left on a reload");
+    CHECK(dir.log().find("-- restarting") == std::string::npos);
+}
+
+TEST_CASE("Context: request_exit logs once and calls the skeleton once") {
+    TempDir dir;
+    auto cfg = config_for(dir);
+    service::Options opts;
+    event::Base base;
+    service::Context ctx(cfg, opts, base);
+    int calls = 0;
+    ctx.on_exit_request([&] { ++calls; });
+    CHECK_FALSE(ctx.exit_requested());
+    ctx.request_exit("first");
+    ctx.request_exit("second");
+    CHECK(ctx.exit_requested());
+    INFO("skeleton calls: got " << calls << ", want 1");
+    CHECK(calls == 1);
 }
