@@ -22,10 +22,21 @@ void LocalRecipients::load(const config::Params& p) {
         }
         maps_.push_back(std::move(*m));
     }
+    for (auto& spec : util::split_list(p.virtual_mailbox_maps)) {
+        auto m = maps::open(spec);
+        if (!m) {
+            log::warn("virtual_mailbox_maps: %s; virtual recipients cannot be checked", m.error().text.c_str());
+            virtual_ok_ = false;
+            continue;
+        }
+        virtual_maps_.push_back(std::move(*m));
+    }
 }
 
 const maps::Map* LocalRecipients::changed_table() const {
     for (auto& m : maps_)
+        if (m->changed()) return m.get();
+    for (auto& m : virtual_maps_)
         if (m->changed()) return m.get();
     return nullptr;
 }
@@ -41,6 +52,25 @@ std::optional<bool> LocalRecipients::exists(std::string_view local) const {
             return std::nullopt;
         }
         if (*r) return true;
+    }
+    return false;
+}
+
+std::optional<bool> LocalRecipients::virtual_exists(std::string_view address) const {
+    if (!virtual_ok_) return std::nullopt;
+    std::string key = util::to_lower(address);
+    auto at = key.rfind('@');
+    // The address, then the "@domain" catch-all, as local looks them up.
+    for (const std::string& k : {key, at == std::string::npos ? key : key.substr(at)}) {
+        for (auto& m : virtual_maps_) {
+            auto r = m->lookup(k);
+            if (!r) {
+                log::warn("%s: lookup of %s failed: %s", m->spec().c_str(), util::printable(k).c_str(),
+                          r.error().text.c_str());
+                return std::nullopt;
+            }
+            if (*r) return true;
+        }
     }
     return false;
 }

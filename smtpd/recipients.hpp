@@ -3,7 +3,8 @@
 // PURPOSE
 //   Answers "does this local part exist?" for RCPT validation: system users
 //   (read from the password database before the chroot) plus the keys of
-//   alias_maps. Pluggable so virtual users can join later. Not delivery:
+//   alias_maps; for virtual_mailbox_domains, "does this address exist?"
+//   from the keys of virtual_mailbox_maps. Not delivery:
 //   aliases are only checked for existence here, never expanded.
 // SYNOPSIS
 //   LocalRecipients r;  r.load(params);   // as root, before the jail
@@ -35,6 +36,9 @@ class LocalRecipients {
 public:
     void load(const config::Params& p);
     std::optional<bool> exists(std::string_view local) const;
+    // A virtual mailbox user@domain: a key of virtual_mailbox_maps (as local
+    // delivers it: the address without its extension). nullopt: try later.
+    std::optional<bool> virtual_exists(std::string_view address) const;
     // The first alias map whose file was replaced since load(), or nullptr.
     const maps::Map* changed_table() const;
     void add_user(std::string name) { users_.insert(std::move(name)); }
@@ -42,6 +46,8 @@ public:
 private:
     std::unordered_set<std::string> users_;
     std::vector<std::unique_ptr<maps::Map>> maps_;
+    std::vector<std::unique_ptr<maps::Map>> virtual_maps_;
+    bool virtual_ok_ = true;
 };
 
 }  // namespace postern::smtpd

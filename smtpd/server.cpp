@@ -304,6 +304,9 @@ bool Server::rate_ok(const std::string& addr) {
 }
 
 std::optional<bool> Server::local_user_exists(std::string_view local) { return recipients_.exists(local); }
+std::optional<bool> Server::virtual_user_exists(std::string_view address) {
+    return recipients_.virtual_exists(address);
+}
 
 Result<std::unique_ptr<MessageWriter>> Server::open_message(const Envelope& env) {
     auto w = queue::Writer::create(queue_dir_, env.arrival_us);

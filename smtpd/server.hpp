@@ -58,6 +58,7 @@ public:
 
     // Backend
     std::optional<bool> local_user_exists(std::string_view local) override;
+    std::optional<bool> virtual_user_exists(std::string_view address) override;
     Result<std::unique_ptr<MessageWriter>> open_message(const Envelope& env) override;
     void commit(std::unique_ptr<MessageWriter> w, std::function<void(Result<std::string>)> done) override;
     std::int64_t now_us() override;

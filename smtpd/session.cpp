@@ -15,6 +15,7 @@ Result<Settings> Settings::from(const config::Params& p) {
     s.mail_name = p.mail_name;
     for (auto& d : util::split_list(p.mydestination)) s.local_domains.insert(util::to_lower(d));
     for (auto& d : util::split_list(p.relay_domains)) s.relay_domains.insert(util::to_lower(d));
+    for (auto& d : util::split_list(p.virtual_mailbox_domains)) s.virtual_domains.insert(util::to_lower(d));
     auto nets = util::NetList::parse(p.mynetworks);
     if (!nets) return Error::config("mynetworks: " + nets.error().text);
     s.mynetworks = std::move(*nets);
@@ -397,6 +398,28 @@ void Session::do_rcpt(const Command& c) {
             }
         }
         if (dom.empty()) addr = path->local + "@" + s_.hostname;
+    } else if (s_.virtual_domains.count(dom)) {
+        // Virtual mailboxes: user+ext@dom validates as user@dom; postmaster
+        // is always accepted (RFC 5321 4.5.1).
+        std::string user = util::to_lower(path->local);
+        if (!s_.delimiter.empty() && user.front() != '"') {
+            auto d = user.find_first_of(s_.delimiter);
+            if (d != std::string::npos && d > 0) user.resize(d);
+        }
+        if (user != "postmaster" && s_.reject_unlisted) {
+            auto known = backend_.virtual_user_exists(user + "@" + dom);
+            if (!known) {
+                std::string text = "451 4.3.0 <" + addr + ">: Temporary lookup failure";
+                log_reject("RCPT", text, addr);
+                return reply(text);
+            }
+            if (!*known) {
+                std::string text =
+                    "550 5.1.1 <" + addr + ">: Recipient address rejected: User unknown in virtual mailbox table";
+                log_reject("RCPT", text, addr);
+                return error_reply(text);
+            }
+        }
     } else if (!s_.relay_domains.count(dom) && !s_.mynetworks.contains(peer_.addr)) {
         std::string text = "554 5.7.1 <" + addr + ">: Relay access denied";
         log_reject("RCPT", text, addr);

@@ -49,6 +49,7 @@ struct Settings {
     std::string mail_name = "Postern";
     std::set<std::string> local_domains;
     std::set<std::string> relay_domains;
+    std::set<std::string> virtual_domains;
     util::NetList mynetworks;
     bool tls_required = false;     // smtpd_tls_security_level = encrypt
     bool auth_required = false;    // submission: AUTH before MAIL
@@ -99,6 +100,8 @@ public:
     // Is this (lower-cased, extension-free) local part a local user or alias?
     // nullopt: cannot tell now (map down): the client should try later.
     virtual std::optional<bool> local_user_exists(std::string_view local) = 0;
+    // Is this address (lower-cased, extension-free) a virtual mailbox?
+    virtual std::optional<bool> virtual_user_exists(std::string_view address) = 0;
     virtual Result<std::unique_ptr<MessageWriter>> open_message(const Envelope& env) = 0;
     // Makes the message durable (fsync + rename + fsync dir) off the event
     // loop; calls done on the loop with the queue ID or an error.

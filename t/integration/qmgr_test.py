@@ -282,3 +282,40 @@ def test_thousand_messages_delivered_exactly_once():
         wait_for(lambda: not os.listdir(os.path.join(inst.queue, "active")), 20, "active/ to drain")
     finally:
         finish(inst)
+
+
+def test_virtual_mailbox_end_to_end_and_unknown_refused_at_rcpt():
+    need_root()
+    inst = start({"virtual_mailbox_domains": "virt.example"},
+                 extra_master="virtual unix - n n - - local\n")
+    try:
+        vmail = inst.users.add("vmail")
+        pw = pwd.getpwnam(vmail)
+        base = os.path.join(inst.dir, "vmail")
+        os.makedirs(base)
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        with open(os.path.join(inst.etc, "vmailbox"), "w") as f:
+            f.write("vera@virt.example virt.example/vera/\n")
+        inst.main.update({"virtual_mailbox_maps": f"texthash:{inst.etc}/vmailbox",
+                          "virtual_mailbox_base": base, "virtual_uid_maps": f"static:{pw.pw_uid}",
+                          "virtual_gid_maps": f"static:{pw.pw_gid}"})
+        inst.write_main_cf()
+        inst.start()
+        with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as s:
+            s.ehlo("client.example")
+            s.mail("s@example.org")
+            code, text = s.rcpt("nobody@virt.example")
+            assert code == 550 and b"virtual mailbox table" in text, (code, text)
+            code, _ = s.rcpt("postmaster@virt.example")
+            assert code == 250
+            code, _ = s.rcpt("Vera+x@virt.example")
+            assert code == 250
+            code, _ = s.data(b"Subject: virtual\r\n\r\nhello\r\n")
+            assert code == 250
+        md = os.path.join(base, "virt.example", "vera", "new")
+        files = wait_for(lambda: os.path.isdir(md) and os.listdir(md), 20, "delivery to the virtual Maildir")
+        assert owner(os.path.join(md, files[0])) == pw.pw_uid
+        inst.wait_log(r"to=<vera@virt\.example>, orig_to=<Vera\+x@virt\.example>, relay=virtual, .*status=sent|"
+                      r"to=<Vera\+x@virt\.example>, relay=virtual, .*status=sent")
+    finally:
+        finish(inst)

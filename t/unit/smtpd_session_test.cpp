@@ -48,6 +48,10 @@ struct FakeBackend : Backend {
         if (l == "down") return std::nullopt;
         return l == "alice" || l == "bob";
     }
+    std::optional<bool> virtual_user_exists(std::string_view a) override {
+        if (a == "down@virt.example") return std::nullopt;
+        return a == "vera@virt.example";
+    }
     Result<std::unique_ptr<MessageWriter>> open_message(const Envelope& e) override {
         env = e;
         return std::unique_ptr<MessageWriter>(std::make_unique<FakeWriter>(&stored));
@@ -228,4 +232,14 @@ TEST_CASE("VRFY: the same 252 by default; real answers only when enabled") {
     on.s.vrfy_disabled = false;
     on.feed("VRFY alice\r\nVRFY <nosuch@example.org>\r\nVRFY someone@far.example\r\nVRFY down\r\n", false);
     CHECK(codes(on.io.out) == std::vector<std::string>{"220", "250", "550", "252", "451"});
+}
+
+TEST_CASE("virtual mailbox domains: known users and postmaster accepted, unknown 550, lookup trouble 451") {
+    Run r;
+    r.s.virtual_domains = {"virt.example"};
+    r.feed("EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<vera@virt.example>\r\nRCPT TO:<Vera+tag@VIRT.example>\r\n"
+           "RCPT TO:<postmaster@virt.example>\r\nRCPT TO:<nobody@virt.example>\r\nRCPT TO:<down@virt.example>\r\n",
+           false);
+    CHECK(codes(r.io.out) == std::vector<std::string>{"220", "250", "250", "250", "250", "250", "550", "451"});
+    CHECK(r.io.out.find("User unknown in virtual mailbox table") != std::string::npos);
 }
