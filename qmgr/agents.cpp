@@ -11,17 +11,21 @@
 #include "ipc/ipc.hpp"
 #include "log/log.hpp"
 #include "qmgr/qmgr.hpp"
+#include "util/assert.hpp"
 
 namespace postern::qmgr {
 namespace {
 
-// One request in flight: connect, send the frame, read one reply frame.
+// One session: connect, send every request frame, read one reply frame per
+// request, in order.
 struct Call {
-    delivery::Request req;
-    std::function<void(Result<delivery::Reply>)> done;
+    std::vector<delivery::Request> reqs;
+    std::vector<Agents::Done> done;
+    std::size_t answered = 0;
     std::optional<event::BufferEvent> bev;
     ipc::Decoder decoder{ipc::Limits{.max_frame = 1 << 20, .max_attrs = delivery::MaxRecipients + 4}};
     bool finished = false;
+    std::string transport() const { return reqs.front().transport; }
 };
 
 class SocketAgents final : public Agents {
@@ -31,19 +35,21 @@ public:
         reap_ = event::Event::timer(base_, [this] { reap(); });
     }
 
-    void start(const delivery::Request& req, std::function<void(Result<delivery::Reply>)> done) override {
+    void start(std::vector<delivery::Request> reqs, std::vector<Done> done) override {
+        POSTERN_ASSERT(!reqs.empty() && reqs.size() == done.size());
         calls_.emplace_back();
         auto it = std::prev(calls_.end());
         Call& c = *it;
-        c.req = req;
+        c.reqs = std::move(reqs);
         c.done = std::move(done);
-        std::string sock = (queue_dir_ == "/" ? std::string() : queue_dir_ + "/") + "private/" + req.transport;
+        const std::string transport = c.transport();
+        std::string sock = (queue_dir_ == "/" ? std::string() : queue_dir_ + "/") + "private/" + transport;
         // Note: a UNIX connect to a listening socket completes at once (master
         // holds the listener even while no agent runs); the timeout only
         // matters when its backlog is full.
         auto fd = ipc::connect_unix(sock, 2000);
         if (!fd) {
-            fail_later(it, Error::temp("connect to transport private/" + req.transport + ": " + fd.error().text));
+            fail_later(it, Error::temp("connect to transport private/" + transport + ": " + fd.error().text));
             return;
         }
         c.bev.emplace(base_, std::move(*fd));
@@ -51,10 +57,12 @@ public:
         c.bev->on_read([this, it] { on_read(it); });
         c.bev->on_event([this, it](short what) {
             (void)what;
-            finish(it, Error::temp("lost connection with private/" + it->req.transport + " while delivering"));
+            finish(it, Error::temp("lost connection with private/" + it->transport() + " while delivering"));
         });
         c.bev->enable(EV_READ | EV_WRITE);
-        c.bev->write(ipc::encode(delivery::encode(req)));
+        std::string out;
+        for (auto& r : c.reqs) out += ipc::encode(delivery::encode(r));
+        c.bev->write(out);
     }
 
 private:
@@ -63,16 +71,29 @@ private:
     void on_read(Iter it) {
         std::string bytes = it->bev->read_all();
         if (auto r = it->decoder.feed(bytes); !r)
-            return finish(it, Error::temp("bad reply from private/" + it->req.transport + ": " + r.error().text));
-        auto frame = it->decoder.next();
-        if (!frame) return;
-        auto rep = delivery::decode_reply(*frame, it->req);
-        if (!rep) {
-            log::warn("%s: bad reply from private/%s: %s", it->req.queue_id.c_str(), it->req.transport.c_str(),
-                      rep.error().text.c_str());
-            return finish(it, Error::temp("bad reply from private/" + it->req.transport));
+            return finish(it, Error::temp("bad reply from private/" + it->transport() + ": " + r.error().text));
+        while (auto frame = it->decoder.next()) {
+            const delivery::Request& req = it->reqs[it->answered];
+            auto rep = delivery::decode_reply(*frame, req);
+            if (!rep) {
+                log::warn("%s: bad reply from private/%s: %s", req.queue_id.c_str(), req.transport.c_str(),
+                          rep.error().text.c_str());
+                return finish(it, Error::temp("bad reply from private/" + req.transport));
+            }
+            // This reply's caller may start new sessions; ours stays valid
+            // (std::list) and is only erased by reap().
+            auto done = std::move(it->done[it->answered]);
+            ++it->answered;
+            bool last = it->answered == it->reqs.size();
+            if (last) {
+                it->finished = true;
+                it->bev.reset();
+                dead_.push_back(it);
+                if (!reap_.pending()) reap_.add(std::chrono::milliseconds(0));
+            }
+            done(std::move(*rep));
+            if (last) return;
         }
-        finish(it, std::move(*rep));
     }
 
     void fail_later(Iter it, Error e) {
@@ -81,24 +102,30 @@ private:
         if (!reap_.pending()) reap_.add(std::chrono::milliseconds(0));
     }
 
-    void finish(Iter it, Result<delivery::Reply> r) {
+    // The session failed: every request not answered yet gets the error.
+    void finish(Iter it, Error e) {
         if (it->finished) return;
         it->finished = true;
         it->bev.reset();
-        auto done = std::move(it->done);
-        // The Call is removed from the loop later: we are inside its callback.
         dead_.push_back(it);
         if (!reap_.pending()) reap_.add(std::chrono::milliseconds(0));
-        done(std::move(r));
+        fail_rest(it, e);
+    }
+
+    void fail_rest(Iter it, const Error& e) {
+        while (it->answered < it->reqs.size()) {
+            auto done = std::move(it->done[it->answered]);
+            ++it->answered;
+            done(e);
+        }
     }
 
     void reap() {
         auto errors = std::move(pending_errors_);
         pending_errors_.clear();
         for (auto& [it, e] : errors) {
-            auto done = std::move(it->done);
             dead_.push_back(it);
-            done(std::move(e));
+            fail_rest(it, e);
         }
         for (auto it : dead_) calls_.erase(it);
         dead_.clear();

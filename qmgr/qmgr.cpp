@@ -92,6 +92,9 @@ Settings Settings::from(const config::Config& cfg, const std::vector<config::Ser
         auto it = conc.find(t);
         return it != conc.end() ? it->second : is_local(t) ? 2 : dc;
     };
+    // Requests per agent session: a local delivery agent writes a batch for
+    // one mailbox in one child with one directory fsync.
+    s.batch_limit = [is_local](const std::string& t) { return is_local(t) ? 20 : 1; };
     s.recipient_limit = [rcpt, dr, is_local](const std::string& t) {
         auto it = rcpt.find(t);
         return std::min(it != rcpt.end() ? it->second : is_local(t) ? 1 : dr, static_cast<int>(delivery::MaxRecipients));
@@ -327,19 +330,26 @@ void Manager::dispatch() {
                 else ++it;
                 continue;
             }
-            const std::string& transport = d.jobs.front().transport;
+            const std::string transport = d.jobs.front().transport;
             if (d.in_flight < s_.destination_concurrency(transport) &&
                 transport_in_flight_[transport] < s_.process_limit(transport)) {
-                Job job = std::move(d.jobs.front());
-                d.jobs.pop_front();
+                // One agent session: up to batch_limit requests for this
+                // destination, sent back to back on one connection. The
+                // concurrency limits count sessions, i.e. parallel deliveries.
+                std::vector<Job> batch;
+                std::size_t limit = static_cast<std::size_t>(std::max(1, s_.batch_limit(transport)));
+                while (!d.jobs.empty() && batch.size() < limit) {
+                    batch.push_back(std::move(d.jobs.front()));
+                    d.jobs.pop_front();
+                }
                 ++d.in_flight;
-                ++transport_in_flight_[job.transport];
-                ++in_flight_total_;
+                ++transport_in_flight_[transport];
+                in_flight_total_ += batch.size();
                 ++it;
                 progress = true;
                 // Agents never call back from inside start(), so the
                 // iterator stays valid.
-                deliver(std::move(job));
+                deliver(std::move(batch));
                 continue;
             }
             ++it;
@@ -347,10 +357,24 @@ void Manager::dispatch() {
     }
 }
 
-void Manager::deliver(Job job) {
+void Manager::deliver(std::vector<Job> batch) {
+    std::vector<delivery::Request> reqs;
+    std::vector<Agents::Done> dones;
+    // The session ends (and its concurrency slot frees) with its last reply.
+    auto left = std::make_shared<std::size_t>(batch.size());
+    for (auto& job : batch) {
+        reqs.push_back(request_for(job));
+        dones.push_back([this, job = std::move(job), left](Result<delivery::Reply> reply) {
+            completed(job, --*left == 0, std::move(reply));
+        });
+    }
+    agents_.start(std::move(reqs), std::move(dones));
+}
+
+delivery::Request Manager::request_for(const Job& job) const {
     auto mit = active_.find(job.msg_id);
     POSTERN_ASSERT(mit != active_.end());
-    Message& m = *mit->second;
+    const Message& m = *mit->second;
     delivery::Request req;
     req.queue_id = m.id;
     req.queue_file = std::string(queue::Active) + "/" + m.id;
@@ -368,14 +392,14 @@ void Manager::deliver(Job job) {
         const auto& rc = m.env.recipients[i];
         req.recipients.push_back({i, rc.address, rc.orcpt, rc.notify});
     }
-    agents_.start(req, [this, job = std::move(job)](Result<delivery::Reply> reply) {
-        completed(job, std::move(reply));
-    });
+    return req;
 }
 
-void Manager::completed(const Job& job, Result<delivery::Reply> reply) {
-    if (auto d = dests_.find(job.dest); d != dests_.end()) --d->second.in_flight;
-    --transport_in_flight_[job.transport];
+void Manager::completed(const Job& job, bool session_over, Result<delivery::Reply> reply) {
+    if (session_over) {
+        if (auto d = dests_.find(job.dest); d != dests_.end()) --d->second.in_flight;
+        --transport_in_flight_[job.transport];
+    }
     --in_flight_total_;
     auto mit = active_.find(job.msg_id);
     if (mit == active_.end()) {

@@ -69,20 +69,25 @@ struct Settings {
     std::function<int(const std::string&)> recipient_limit = [](const std::string& t) {
         return t == "local" || t == "virtual" ? 1 : 50;
     };
+    // Requests sent back to back in one agent session (one connection).
+    std::function<int(const std::string&)> batch_limit = [](const std::string&) { return 1; };
 
     static Settings from(const config::Config& cfg, const std::vector<config::Service>& services, bool chrooted);
 };
 
-// How qmgr reaches the delivery agents. done is called exactly once, later,
-// from the event loop (never inside start).
+// How qmgr reaches the delivery agents: one session carries one or more
+// requests for the same transport and destination. done[i] is called exactly
+// once for reqs[i], in order, later, from the event loop (never inside start).
 class Agents {
 public:
+    using Done = std::function<void(Result<delivery::Reply>)>;
     virtual ~Agents() = default;
-    virtual void start(const delivery::Request& req, std::function<void(Result<delivery::Reply>)> done) = 0;
+    virtual void start(std::vector<delivery::Request> reqs, std::vector<Done> done) = 0;
 };
 
-// Agents over UNIX sockets: queue_dir/private/<transport>, one request per
-// connection, the reply read through the event loop with a time limit.
+// Agents over UNIX sockets: queue_dir/private/<transport>, one connection
+// per session, its requests written back to back and the replies read in
+// order through the event loop, each with a time limit.
 std::unique_ptr<Agents> make_socket_agents(event::Base& base, std::string queue_dir, std::chrono::seconds timeout);
 
 class Manager {
@@ -138,8 +143,9 @@ private:
     bool take(std::string_view dir, const std::string& id);
     void plan(Message& m);
     void dispatch();
-    void deliver(Job job);
-    void completed(const Job& job, Result<delivery::Reply> reply);
+    void deliver(std::vector<Job> batch);
+    delivery::Request request_for(const Job& job) const;
+    void completed(const Job& job, bool session_over, Result<delivery::Reply> reply);
     void finish(Message& m);
     // Queues a DSN of this kind about these recipients; false if it could
     // not be written (failures are then retried with the message).

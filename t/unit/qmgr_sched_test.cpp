@@ -86,8 +86,10 @@ struct FakeAgents final : Agents {
         std::function<void(Result<delivery::Reply>)> done;
     };
     std::vector<Call> calls;
-    void start(const delivery::Request& req, std::function<void(Result<delivery::Reply>)> done) override {
-        calls.push_back({req, std::move(done)});
+    std::vector<std::size_t> sessions;  // requests per start()
+    void start(std::vector<delivery::Request> reqs, std::vector<Done> done) override {
+        sessions.push_back(reqs.size());
+        for (std::size_t i = 0; i < reqs.size(); ++i) calls.push_back({std::move(reqs[i]), std::move(done[i])});
     }
     // Answers the oldest call: every recipient gets kind/dsn/reason.
     void answer(delivery::Outcome::Kind kind, std::string dsn, std::string reason) {
@@ -480,4 +482,22 @@ TEST_CASE("qmgr: drain finishes deliveries in flight, starts none, then reports 
     CHECK(f.agents.calls.empty());  // the second message was not started
     CHECK(f.m->in_flight() == 0);
     CHECK(f.q.list("active").size() == 1);  // the other one waits for the next qmgr
+}
+
+TEST_CASE("qmgr: messages for one local recipient go to local as one batch per session") {
+    Fixture f;
+    for (int i = 0; i < 25; ++i) queue_message(f.q, "s@example.org", {"alice@example.com"});
+    f.start();
+    // 25 requests for one destination: a session of 20 and one of 5 (concurrency 2).
+    CHECK(f.agents.sessions == std::vector<std::size_t>{20, 5});
+    REQUIRE(f.agents.calls.size() == 25);
+    for (int i = 0; i < 25; ++i) f.agents.answer(K::Sent, "2.0.0", "delivered to maildir");
+    run(f.base);
+    CHECK(f.q.list("active").empty());
+    CHECK(f.m->in_flight() == 0);
+    // A new message after that starts a new session.
+    queue_message(f.q, "s@example.org", {"alice@example.com"});
+    f.m->trigger('A');
+    run(f.base);
+    CHECK(f.agents.sessions.size() == 3);
 }
