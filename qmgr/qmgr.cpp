@@ -245,7 +245,9 @@ bool Manager::take(std::string_view dir, const std::string& id) {
     }
     auto m = std::make_unique<Message>();
     m->id = id;
-    m->fd = std::move(fd);
+    // Note: no descriptor is kept while the message waits or is delivered
+    // (20,000 active messages would exceed RLIMIT_NOFILE); finish() opens
+    // the file again, wherever `postern queue` may have moved it.
     m->env = std::move(*env);
     m->content_offset = off;
     m->active_us = now_us();
@@ -448,7 +450,18 @@ void Manager::log_result(const Message& m, std::uint32_t i, const Result_& r) {
               delivery::status_line(req, m.env.recipients[i].address, {}, o, now, now).c_str());
 }
 
+UniqueFd Manager::reopen(const std::string& id) const {
+    for (auto dir : {queue::Active, queue::Hold, queue::Deferred, queue::Incoming}) {
+        std::string p = path(dir, id);
+        UniqueFd fd(::open(p.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+        if (fd) return fd;
+        if (errno != ENOENT) log::warn("%s: open %s: %s", id.c_str(), p.c_str(), std::strerror(errno));
+    }
+    return UniqueFd();
+}
+
 void Manager::finish(Message& m) {
+    m.fd = reopen(m.id);
     std::int64_t now = now_us();
     std::int64_t age_us = now - m.env.arrival_us;
     auto lifetime = m.env.sender.empty() ? s_.bounce_lifetime : s_.max_lifetime;
@@ -494,7 +507,7 @@ void Manager::finish(Message& m) {
             char st = m.results[i].state == Result_::State::Sent      ? queue::StatusDone
                     : m.results[i].state == Result_::State::Bounced ? queue::StatusFailed
                                                                     : 0;
-            if (!st) continue;
+            if (!st || !m.fd) continue;
             if (auto r = queue::set_recipient_status(m.fd.get(), rc, st); !r)
                 log::warn("%s: %s", id.c_str(), r.error().text.c_str());
             else rc.status = st;
@@ -530,13 +543,13 @@ void Manager::finish(Message& m) {
         timespec ts[2];
         ts[0].tv_sec = ts[1].tv_sec = next / UsPerSec;
         ts[0].tv_nsec = ts[1].tv_nsec = (next % UsPerSec) * 1000;
-        if (::futimens(m.fd.get(), ts) != 0) log::warn("%s: set next attempt time: %s", id.c_str(), std::strerror(errno));
+        if (m.fd && ::futimens(m.fd.get(), ts) != 0) log::warn("%s: set next attempt time: %s", id.c_str(), std::strerror(errno));
         std::string from = path(queue::Active, id), to = path(queue::Deferred, id);
         if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) != 0) {
             if (errno != ENOENT) log::warn("%s: move to deferred/: %s", id.c_str(), std::strerror(errno));
             // Deleted by `postern queue delete` meanwhile: no defer log either.
             struct stat st;
-            if (::fstat(m.fd.get(), &st) == 0 && st.st_nlink == 0) queue::remove_defer_log(s_.queue_dir, id);
+            if (!m.fd || (::fstat(m.fd.get(), &st) == 0 && st.st_nlink == 0)) queue::remove_defer_log(s_.queue_dir, id);
         }
     }
     active_.erase(id);
@@ -547,7 +560,7 @@ void Manager::finish(Message& m) {
 
 void Manager::maybe_warn(Message& m, std::int64_t age_us) {
     auto warn_us = std::chrono::duration_cast<std::chrono::microseconds>(s_.delay_warning).count();
-    if (warn_us <= 0 || age_us < warn_us || m.env.delay_warned || m.env.warned_offset == 0) return;
+    if (warn_us <= 0 || age_us < warn_us || m.env.delay_warned || m.env.warned_offset == 0 || !m.fd) return;
     std::vector<std::uint32_t> which;
     for (std::uint32_t i = 0; i < m.results.size(); ++i) {
         const auto& rc = m.env.recipients[i];
@@ -565,6 +578,7 @@ bool Manager::notify(Message& m, const std::vector<std::uint32_t>& which, DsnKin
     // for a failed postmaster notice nobody (it is dropped, never looped).
     const std::string dbl = s_.double_bounce_sender + "@" + s_.myhostname;
     const bool failure = kind == DsnKind::Failure;
+    if (!m.fd) return true;  // deleted by the administrator: nobody to tell
     if (util::iequals(m.env.sender, dbl)) {
         log::warn("%s: discarding undeliverable postmaster notification", m.id.c_str());
         return true;

@@ -120,7 +120,7 @@ private:
     };
     struct Message {
         std::string id;
-        UniqueFd fd;
+        UniqueFd fd;  // only while finish() runs
         queue::Envelope env;
         std::uint64_t content_offset = 0;
         std::int64_t active_us = 0;
@@ -147,6 +147,7 @@ private:
     delivery::Request request_for(const Job& job) const;
     void completed(const Job& job, bool session_over, Result<delivery::Reply> reply);
     void finish(Message& m);
+    UniqueFd reopen(const std::string& id) const;
     // Queues a DSN of this kind about these recipients; false if it could
     // not be written (failures are then retried with the message).
     bool notify(Message& m, const std::vector<std::uint32_t>& which, DsnKind kind);

@@ -501,3 +501,24 @@ TEST_CASE("qmgr: messages for one local recipient go to local as one batch per s
     run(f.base);
     CHECK(f.agents.sessions.size() == 3);
 }
+
+TEST_CASE("qmgr: a message held during its delivery keeps the outcome in the held file") {
+    Fixture f("default_destination_recipient_limit = 10\n");
+    std::string id = queue_message(f.q, "s@example.org", {"a@far.example", "b@far.example"});
+    f.start();
+    REQUIRE(f.agents.calls.size() == 1);
+    REQUIRE(queue::move_to(f.q.path, id, queue::Active, queue::Hold));
+    auto c = std::move(f.agents.calls[0]);
+    f.agents.calls.clear();
+    delivery::Reply rep;
+    rep.outcomes.push_back({0, K::Sent, "2.0.0", "mx", "250 ok"});
+    rep.outcomes.push_back({1, K::Sent, "2.0.0", "mx", "250 ok"});
+    c.done(std::move(rep));
+    run(f.base);
+    REQUIRE(f.q.list("hold") == std::vector<std::string>{id});
+    UniqueFd fd(::open((f.q.path + "/hold/" + id).c_str(), O_RDONLY));
+    auto env = queue::read_envelope(fd.get());
+    REQUIRE(env);
+    CHECK(env->recipients[0].status == queue::StatusDone);
+    CHECK(env->recipients[1].status == queue::StatusDone);
+}
