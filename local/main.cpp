@@ -2,6 +2,7 @@
 #include <sysexits.h>
 
 #include <memory>
+#include <vector>
 
 #include "local/agent.hpp"
 #include "local/server.hpp"
@@ -21,7 +22,8 @@ int main(int argc, char** argv) {
     };
     spec.on_connection = [](service::Context& ctx, service::Connection c) {
         const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(ctx.params().ipc_timeout).count();
-        local::serve(c.fd(), [](const delivery::Request& r) { return agent->deliver(r); }, static_cast<int>(ms));
+        local::serve(c.fd(), [](const std::vector<delivery::Request>& b) { return agent->deliver_batch(b); },
+                     static_cast<int>(ms));
     };
     return service::run(spec, argc, argv);
 }

@@ -15,6 +15,7 @@
 #include "fs/fs.hpp"
 #include "log/log.hpp"
 #include "privs/privs.hpp"
+#include "util/assert.hpp"
 
 namespace postern::local {
 namespace {
@@ -120,6 +121,30 @@ Status run_status_as(uid_t uid, gid_t gid, std::chrono::seconds limit, const std
     auto s = decode_status(*r);
     if (!s) return Status::deferred("4.3.0", "delivery process gave a malformed status");
     return *s;
+}
+
+std::vector<Status> run_statuses_as(uid_t uid, gid_t gid, std::chrono::seconds limit, const std::vector<int>& keep_fds,
+                                    std::size_t n, const std::function<std::vector<Status>()>& fn) {
+    POSTERN_ASSERT(n > 0 && n <= MaxStatuses);
+    auto r = run_as(uid, gid, limit, keep_fds, [&] {
+        std::vector<std::string> fields;
+        for (Status s : fn()) {
+            if (s.text.size() > MaxStatusText) s.text.resize(MaxStatusText);
+            fields.push_back(encode_status(s));
+        }
+        return pack(fields);
+    });
+    if (!r) return std::vector<Status>(n, deferral(r.error()));
+    const Status garbage = Status::deferred("4.3.0", "delivery process gave a malformed status");
+    auto fields = unpack(*r);
+    if (!fields || fields->size() != n) return std::vector<Status>(n, garbage);
+    std::vector<Status> out;
+    for (auto& f : *fields) {
+        auto s = decode_status(f);
+        if (!s) return std::vector<Status>(n, garbage);
+        out.push_back(std::move(*s));
+    }
+    return out;
 }
 
 }  // namespace postern::local

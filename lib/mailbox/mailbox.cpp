@@ -1,4 +1,4 @@
-// mailbox/mailbox.cpp - Maildir layout, tmp/ -> new/ delivery, stale tmp/ clean-up.
+// mailbox/mailbox.cpp - Maildir layout, tmp/ -> new/ delivery and group commit, stale tmp/ clean-up.
 #include "mailbox/mailbox.hpp"
 
 #include <fcntl.h>
@@ -13,6 +13,7 @@
 #include <system_error>
 #include <utility>
 
+#include "log/log.hpp"
 #include "mailbox/handles.hpp"
 
 namespace postern::mailbox {
@@ -153,17 +154,42 @@ Result<void> ensure_maildir(const std::string& path_in, mode_t mode) {
     return {};
 }
 
-Result<Delivery> Delivery::begin(const std::string& maildir, std::string_view hostname, int64_t now_us) {
-    Delivery d;
-    d.maildir_ = strip_slashes(maildir);
-    auto top = open_dir_at(AT_FDCWD, d.maildir_, d.maildir_);
+Result<Maildir> Maildir::open(const std::string& path) {
+    Maildir m;
+    m.path_ = strip_slashes(path);
+    auto top = open_dir_at(AT_FDCWD, m.path_, m.path_);
     if (!top) return top.error();
-    auto tmp = open_dir_at(top->get(), "tmp", d.maildir_ + "/tmp");
+    auto tmp = open_dir_at(top->get(), "tmp", m.path_ + "/tmp");
     if (!tmp) return tmp.error();
-    auto nw = open_dir_at(top->get(), "new", d.maildir_ + "/new");
+    auto nw = open_dir_at(top->get(), "new", m.path_ + "/new");
     if (!nw) return nw.error();
-    d.tmp_dir_ = std::move(*tmp);
-    d.new_dir_ = std::move(*nw);
+    m.tmp_dir_ = std::move(*tmp);
+    m.new_dir_ = std::move(*nw);
+    return m;
+}
+
+Result<Delivery> Maildir::begin(std::string_view hostname, int64_t now_us) const {
+    UniqueFd tmp(::fcntl(tmp_dir_.get(), F_DUPFD_CLOEXEC, 0));
+    if (!tmp) return sys_error("dup", path_ + "/tmp", errno);
+    UniqueFd nw(::fcntl(new_dir_.get(), F_DUPFD_CLOEXEC, 0));
+    if (!nw) return sys_error("dup", path_ + "/new", errno);
+    return Delivery::create(path_, std::move(tmp), std::move(nw), hostname, now_us);
+}
+
+Result<void> Maildir::sync_new() const { return fsync_fd(new_dir_.get(), path_ + "/new"); }
+
+Result<Delivery> Delivery::begin(const std::string& maildir, std::string_view hostname, int64_t now_us) {
+    auto m = Maildir::open(maildir);
+    if (!m) return m.error();
+    return create(std::move(m->path_), std::move(m->tmp_dir_), std::move(m->new_dir_), hostname, now_us);
+}
+
+Result<Delivery> Delivery::create(std::string maildir, UniqueFd tmp_dir, UniqueFd new_dir, std::string_view hostname,
+                                  int64_t now_us) {
+    Delivery d;
+    d.maildir_ = std::move(maildir);
+    d.tmp_dir_ = std::move(tmp_dir);
+    d.new_dir_ = std::move(new_dir);
 
     const std::string host = sanitize_host(hostname);
     // The counter changes on every try, so EEXIST (a leftover, or pid reuse
@@ -185,13 +211,16 @@ Result<Delivery> Delivery::begin(const std::string& maildir, std::string_view ho
 Delivery::Delivery(Delivery&& o) noexcept
     : maildir_(std::move(o.maildir_)),
       name_(std::move(o.name_)),
+      final_name_(std::move(o.final_name_)),
       tmp_dir_(std::move(o.tmp_dir_)),
       new_dir_(std::move(o.new_dir_)),
       file_(std::move(o.file_)),
       buf_(std::move(o.buf_)),
       size_(std::exchange(o.size_, 0)),
-      open_(std::exchange(o.open_, false)) {
+      open_(std::exchange(o.open_, false)),
+      committed_(std::exchange(o.committed_, false)) {
     o.name_.clear();
+    o.final_name_.clear();
 }
 
 Delivery& Delivery::operator=(Delivery&& o) noexcept {
@@ -200,12 +229,15 @@ Delivery& Delivery::operator=(Delivery&& o) noexcept {
         maildir_ = std::move(o.maildir_);
         name_ = std::move(o.name_);
         o.name_.clear();
+        final_name_ = std::move(o.final_name_);
+        o.final_name_.clear();
         tmp_dir_ = std::move(o.tmp_dir_);
         new_dir_ = std::move(o.new_dir_);
         file_ = std::move(o.file_);
         buf_ = std::move(o.buf_);
         size_ = std::exchange(o.size_, 0);
         open_ = std::exchange(o.open_, false);
+        committed_ = std::exchange(o.committed_, false);
     }
     return *this;
 }
@@ -249,14 +281,14 @@ Result<void> Delivery::append(std::string_view bytes) {
     return {};
 }
 
-Result<std::string> Delivery::commit() {
+Result<std::string> Delivery::commit_file() {
     if (!open_) return Error::temp("maildir delivery to " + maildir_ + " is no longer open");
     const std::string tmp_path = maildir_ + "/tmp/" + name_;
     if (auto r = flush(); !r) return r.error();
     if (::fsync(file_.get()) != 0) return fail(sys_error("fsync", tmp_path, errno));
     if (::close(file_.release()) != 0 && errno != EINTR) return fail(sys_error("close", tmp_path, errno));
 
-    const std::string final_name = name_ + ",S=" + std::to_string(size_);
+    std::string final_name = name_ + ",S=" + std::to_string(size_);
     const std::string final_path = maildir_ + "/new/" + final_name;
     // link() rather than rename(): it fails instead of replacing an existing
     // message. Some file systems (AFS, some FUSE) have no hard links: rename.
@@ -269,15 +301,30 @@ Result<std::string> Delivery::commit() {
         return fail(sys_error("link to", final_path, errno));
     }
     open_ = false;
-    if (::fsync(new_dir_.get()) != 0) {
-        // Not durable: take it back so that an error always means "not delivered".
-        Error e = sys_error("fsync", maildir_ + "/new", errno);
-        ::unlinkat(new_dir_.get(), final_name.c_str(), 0);
-        return e;
-    }
+    committed_ = true;
+    final_name_ = std::move(final_name);
     buf_.clear();
     buf_.shrink_to_fit();
     return final_path;
+}
+
+void Delivery::uncommit() noexcept {
+    if (!committed_) return;
+    committed_ = false;
+    if (::unlinkat(new_dir_.get(), final_name_.c_str(), 0) != 0 && errno != ENOENT)
+        log::warn("cannot take back %s/new/%s: %s", maildir_.c_str(), final_name_.c_str(), errno_text(errno).c_str());
+}
+
+Result<std::string> Delivery::commit() {
+    auto path = commit_file();
+    if (!path) return path;
+    if (::fsync(new_dir_.get()) != 0) {
+        // Not durable: take it back so that an error always means "not delivered".
+        Error e = sys_error("fsync", maildir_ + "/new", errno);
+        uncommit();
+        return e;
+    }
+    return path;
 }
 
 Result<std::size_t> remove_stale_tmp(const std::string& maildir_in, int64_t now_us, std::chrono::seconds max_age) {

@@ -10,6 +10,8 @@ are those of lib/delivery/delivery.hpp, in the order delivery::encode writes.
     recs = read_records(path)
     outcomes = deliver(queue_dir, qid)          # moves incoming/ID to active/ID first
     outcomes[0]["kind"] == "S"; outcomes[0]["dsn"], ["relay"], ["reason"]
+    replies = deliver_pipelined(queue_dir, [(qid1, None), (qid2, [1])])   # one connection, back-to-back
+    replies[1][0]["index"] == 1
 """
 import os
 import socket
@@ -105,12 +107,22 @@ def _recv_exact(sock, n):
 
 def exchange(sock_path, attrs, timeout=60):
     """Sends one request frame, returns the reply's attributes."""
+    return exchange_pipelined(sock_path, [attrs], timeout)[0]
+
+
+def exchange_pipelined(sock_path, attrs_list, timeout=60):
+    """Sends every request frame back-to-back on one connection (one write, as
+    qmgr does), then reads one reply frame per request; returns their
+    attributes, in the order they came."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(sock_path)
-        s.sendall(encode_frame(attrs))
-        (n,) = struct.unpack(">I", _recv_exact(s, 4))
-        return decode_frame(_recv_exact(s, n))
+        s.sendall(b"".join(encode_frame(a) for a in attrs_list))
+        replies = []
+        for _ in attrs_list:
+            (n,) = struct.unpack(">I", _recv_exact(s, 4))
+            replies.append(decode_frame(_recv_exact(s, n)))
+        return replies
 
 
 def parse_reply(attrs):
@@ -134,13 +146,27 @@ def activate(queue_dir, qid):
     return os.path.join(queue_dir, "active", qid)
 
 
-def deliver(queue_dir, qid, transport="local", indexes=None, timeout=60):
-    """Asks the agent behind queue_dir/private/<transport> to deliver the
-    message's recipients (all, or those at indexes); returns the outcomes."""
+def request_for(queue_dir, qid, transport="local", indexes=None):
+    """The DeliveryRequest attributes for the message's recipients (all, or
+    those at indexes), after moving it to active/."""
     path = activate(queue_dir, qid)
     recs = read_records(path)
     env = envelope(recs)
     rcpts = [(i, a, o, n) for i, (a, o, n) in enumerate(env["recipients"]) if indexes is None or i in indexes]
-    attrs = request_attrs(qid, content_offset(recs), env["sender"], rcpts, transport=transport,
-                          arrival_us=env["arrival"], active_us=env["arrival"])
+    return request_attrs(qid, content_offset(recs), env["sender"], rcpts, transport=transport,
+                         arrival_us=env["arrival"], active_us=env["arrival"])
+
+
+def deliver(queue_dir, qid, transport="local", indexes=None, timeout=60):
+    """Asks the agent behind queue_dir/private/<transport> to deliver the
+    message's recipients (all, or those at indexes); returns the outcomes."""
+    attrs = request_for(queue_dir, qid, transport, indexes)
     return parse_reply(exchange(os.path.join(queue_dir, "private", transport), attrs, timeout))
+
+
+def deliver_pipelined(queue_dir, requests, transport="local", timeout=60):
+    """requests: [(qid, indexes or None)]. Sends all the requests back-to-back
+    on one connection and returns the outcomes of each reply, in order."""
+    attrs = [request_for(queue_dir, qid, transport, indexes) for qid, indexes in requests]
+    replies = exchange_pipelined(os.path.join(queue_dir, "private", transport), attrs, timeout)
+    return [parse_reply(r) for r in replies]

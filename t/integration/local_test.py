@@ -430,3 +430,118 @@ def test_bad_request_drops_the_connection():
             c.connect(path)
             c.sendall(struct.pack(">I", 64 << 20))  # a frame far over the limit
             assert c.recv(100) == b""
+
+
+# ---- batches: several requests back-to-back on one connection (as qmgr sends them)
+
+def writer_pid(path):
+    """The P<pid> of a Maildir file name <sec>.M<usec>P<pid>Q<n>.<host>,S=<size>: who wrote it."""
+    m = re.search(r"\.M\d+P(\d+)Q\d+\.", os.path.basename(path))
+    assert m, path
+    return int(m.group(1))
+
+
+def local_pids(inst):
+    return {int(p) for p in re.findall(r"postern/local\[(\d+)\]", inst.log())}
+
+
+def test_pipelined_requests_to_one_maildir_share_one_child():
+    with Setup(users=("alice",)) as s:
+        # Message k has k other recipients before alice, so request k asks for
+        # index k only and its reply must carry index k: the order shows.
+        qids = [s.send([f"other{j}@{DOMAIN}" for j in range(k)] + [s.addr("alice")]) for k in range(4)]
+        replies = dc.deliver_pipelined(s.inst.queue, [(qid, [k]) for k, qid in enumerate(qids)])
+        assert len(replies) == 4, replies
+        for k, out in enumerate(replies):
+            assert [o["index"] for o in out] == [k], (k, out)
+            expect(out, ("S", "2.0.0", r"^delivered to maildir$"))
+        files = s.maildir_files(os.path.join(s.users.home("alice"), "Maildir"))
+        assert len(files) == 4, files
+        pw = s.users.pw["alice"]
+        assert all(owner(f) == (pw.pw_uid, pw.pw_gid) for f in files)
+        assert not os.listdir(os.path.join(s.users.home("alice"), "Maildir", "tmp"))
+        # One child wrote them all, and it was not the agent itself.
+        pids = {writer_pid(f) for f in files}
+        assert len(pids) == 1, files
+        for qid in qids:
+            s.inst.wait_log(rf"postern/local\[\d+\]: {qid}: to=<{re.escape(s.addr('alice'))}>, relay=local, "
+                            r"delay=[\d.]+, delays=[\d.]+/[\d.]+/0/[\d.]+, dsn=2\.0\.0, status=sent \(delivered to maildir\)")
+        assert pids.isdisjoint(local_pids(s.inst))
+        # Each copy has its own message and Delivered-To.
+        tags = sorted(re.search(rb"Message-ID: <(\w+)@", open(f, "rb").read()).group(1) for f in files)
+        assert len(set(tags)) == 4, tags
+
+
+def test_pipelined_batch_mixes_users_unknowns_and_other_deliveries():
+    aliases = "cmd: |cat > {out}/cmd.out\n"
+    with Setup(users=("alice", "bob"), aliases=aliases) as s:
+        # The command comes before alice+x's copy: nothing has to be written before it.
+        rcpts = [[s.addr("alice")], [f"nosuch@{DOMAIN}"], [s.addr("bob")], [f"cmd@{DOMAIN}", s.addr("alice", "x")],
+                 [s.addr("bob")]]
+        qids = [s.send(r) for r in rcpts]
+        replies = dc.deliver_pipelined(s.inst.queue, [(qid, None) for qid in qids])
+        assert len(replies) == 5, replies
+        expect(replies[0], ("S", "2.0.0", r"^delivered to maildir$"))
+        expect(replies[1], ("B", "5.1.1", r'^unknown user: "nosuch"$'))
+        expect(replies[2], ("S", "2.0.0", r"^delivered to maildir$"))
+        expect(replies[3], ("S", "2.0.0", r"^delivered to command: cat"), ("S", "2.0.0", r"^delivered to maildir$"))
+        expect(replies[4], ("S", "2.0.0", r"^delivered to maildir$"))
+        assert [o["index"] for o in replies[3]] == [0, 1]
+        alice = s.maildir_files(os.path.join(s.users.home("alice"), "Maildir"))
+        bob = s.maildir_files(os.path.join(s.users.home("bob"), "Maildir"))
+        assert len(alice) == 2 and len(bob) == 2, (alice, bob)
+        # One child per mailbox: alice's two copies share one, bob's another.
+        assert len({writer_pid(f) for f in alice}) == 1 and len({writer_pid(f) for f in bob}) == 1
+        assert writer_pid(alice[0]) != writer_pid(bob[0])
+        for short, files in (("alice", alice), ("bob", bob)):
+            pw = s.users.pw[short]
+            assert all(owner(f) == (pw.pw_uid, pw.pw_gid) for f in files)
+        delivered_to = sorted(re.search(rb"\nDelivered-To: (\S+)\n", open(f, "rb").read()).group(1).decode()
+                              for f in alice)
+        assert delivered_to == sorted([s.addr("alice"), s.addr("alice", "x")]), delivered_to
+        assert f"Delivered-To: cmd@{DOMAIN}\n".encode() in open(os.path.join(s.out, "cmd.out"), "rb").read()
+        s.inst.wait_log(rf"{qids[1]}: to=<nosuch@{DOMAIN}>, relay=local, .*dsn=5\.1\.1, status=bounced")
+        s.inst.wait_log(rf"{qids[4]}: to=<{re.escape(s.addr('bob'))}>, relay=local, .*status=sent \(delivered to maildir\)")
+
+
+def test_pipelined_batch_into_an_unwritable_maildir_defers_all():
+    with Setup(users=("alice",)) as s:
+        maildir = os.path.join(s.users.home("alice"), "Maildir")
+        for sub in ("", "tmp", "new", "cur"):
+            os.makedirs(os.path.join(maildir, sub), exist_ok=True)
+        pw = s.users.pw["alice"]
+        for sub in ("", "tmp", "cur"):
+            os.chown(os.path.join(maildir, sub), pw.pw_uid, pw.pw_gid)
+        os.chmod(os.path.join(maildir, "new"), 0o755)  # root's: alice cannot move messages in
+        qids = [s.send([s.addr("alice")]) for _ in range(3)]
+        replies = dc.deliver_pipelined(s.inst.queue, [(qid, None) for qid in qids])
+        assert len(replies) == 3, replies
+        for out in replies:
+            expect(out, ("D", "4.2.0", r"/new/.*Permission denied"))
+        assert s.maildir_files(maildir) == []
+        assert os.listdir(os.path.join(maildir, "tmp")) == []
+        for qid in qids:
+            s.inst.wait_log(rf"{qid}: to=<{re.escape(s.addr('alice'))}>, relay=local, .*dsn=4\.2\.0, status=deferred")
+        # Fixed: the same requests again go through.
+        os.chown(os.path.join(maildir, "new"), pw.pw_uid, pw.pw_gid)
+        replies = dc.deliver_pipelined(s.inst.queue, [(qid, None) for qid in qids])
+        for out in replies:
+            expect(out, ("S", "2.0.0", r"^delivered to maildir$"))
+        assert len(s.maildir_files(maildir)) == 3
+
+
+def test_pipelined_requests_keep_each_requests_order_of_deliveries():
+    """A command after a Maildir copy in one request runs after that copy is
+    written, as it would if the request came alone."""
+    with Setup(users=("alice",)) as s:
+        home = s.users.home("alice")
+        pw = s.users.pw["alice"]
+        fwd = os.path.join(home, ".forward")
+        s.write(fwd, s.fill("\\{alice}\n|ls {home:alice}/Maildir/new | wc -l >> {home:alice}/count\n"))
+        os.chown(fwd, pw.pw_uid, pw.pw_gid)
+        qids = [s.send([s.addr("alice")]) for _ in range(3)]
+        replies = dc.deliver_pipelined(s.inst.queue, [(qid, None) for qid in qids])
+        for out in replies:
+            expect(out, ("S", "2.0.0", r"^delivered to maildir$"))
+        assert open(os.path.join(home, "count")).read().split() == ["1", "2", "3"]
+        assert len(s.inbox("alice")) == 3

@@ -1,4 +1,5 @@
-// Unit tests for lib/mailbox: ensure_maildir, Delivery (begin/append/commit/abort), remove_stale_tmp.
+// Unit tests for lib/mailbox: ensure_maildir, Delivery (begin/append/commit/abort), the group commit
+// (Maildir, commit_file, sync_new, uncommit), remove_stale_tmp.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -323,6 +325,150 @@ TEST_CASE("delivery into a broken maildir fails cleanly") {
         auto d = mailbox::Delivery::begin(t / "nope", "host", T0);
         REQUIRE_FALSE(d);
         CHECK(d.error().kind == Error::Kind::Temp);
+    }
+}
+
+// ---- group commit
+
+TEST_CASE("group commit: commit_file for each message, one sync_new for all") {
+    TempDir t;
+    const std::string md = maildir_in(t);
+    auto m = mailbox::Maildir::open(md + "/");
+    INFO((m ? "" : m.error().text));
+    REQUIRE(m);
+    CHECK(m->path() == md);
+    std::vector<std::string> paths;
+    {
+        std::vector<mailbox::Delivery> ds;
+        for (int i = 0; i < 3; ++i) {
+            auto d = m->begin("host", T0);
+            REQUIRE(d);
+            REQUIRE(d->append("message " + std::to_string(i) + "\n"));
+            ds.push_back(std::move(*d));
+        }
+        CHECK(entries(md + "/tmp").size() == 3);
+        for (auto& d : ds) {
+            const std::string name = d.name();
+            auto p = d.commit_file();
+            INFO((p ? "" : p.error().text));
+            REQUIRE(p);
+            CHECK(*p == md + "/new/" + name + ",S=10");
+            CHECK(d.committed());
+            paths.push_back(*p);
+        }
+        CHECK(entries(md + "/tmp").empty());
+        CHECK(entries(md + "/new").size() == 3);
+        REQUIRE(m->sync_new());
+        // Finished: no second commit; destroying the deliveries keeps the files.
+        CHECK_FALSE(ds[0].commit_file());
+        CHECK_FALSE(ds[0].commit());
+    }
+    REQUIRE(paths.size() == 3);
+    for (int i = 0; i < 3; ++i) CHECK(get(paths[static_cast<std::size_t>(i)]) == "message " + std::to_string(i) + "\n");
+    // One process wrote them all: the same P<pid>, different Q<counter>.
+    const std::string pid = "P" + std::to_string(::getpid()) + "Q";
+    for (auto& p : paths) CHECK(p.find(pid) != std::string::npos);
+    CHECK(paths[0] != paths[1]);
+}
+
+TEST_CASE("uncommit takes a committed message back out of new/") {
+    TempDir t;
+    const std::string md = maildir_in(t);
+    auto m = mailbox::Maildir::open(md);
+    REQUIRE(m);
+    SECTION("after commit_file") {
+        auto a = m->begin("host", T0);
+        auto b = m->begin("host", T0);
+        REQUIRE(a);
+        REQUIRE(b);
+        REQUIRE(a->append("a"));
+        REQUIRE(b->append("b"));
+        REQUIRE(a->commit_file());
+        REQUIRE(b->commit_file());
+        CHECK(entries(md + "/new").size() == 2);
+        a->uncommit();
+        b->uncommit();
+        CHECK_FALSE(a->committed());
+        CHECK(entries(md + "/new").empty());
+        CHECK(entries(md + "/tmp").empty());
+        a->uncommit();  // idempotent
+        CHECK_FALSE(a->commit_file());
+        CHECK(entries(md + "/new").empty());
+    }
+    SECTION("before commit: a no-op, the tmp/ file is the abort's") {
+        auto d = m->begin("host", T0);
+        REQUIRE(d);
+        REQUIRE(d->append("x"));
+        d->uncommit();
+        CHECK_FALSE(d->committed());
+        CHECK(entries(md + "/tmp").size() == 1);
+        REQUIRE(d->commit_file());
+        CHECK(entries(md + "/new").size() == 1);
+    }
+    SECTION("moves carry the committed state") {
+        auto d = m->begin("host", T0);
+        REQUIRE(d);
+        REQUIRE(d->commit_file());
+        mailbox::Delivery moved(std::move(*d));
+        CHECK_FALSE(d->committed());
+        d->uncommit();  // the moved-from one owns nothing
+        CHECK(entries(md + "/new").size() == 1);
+        auto other = m->begin("host", T0);
+        REQUIRE(other);
+        *other = std::move(moved);  // aborts other's tmp/ file, takes the committed message
+        CHECK(entries(md + "/tmp").empty());
+        CHECK(other->committed());
+        other->uncommit();
+        CHECK(entries(md + "/new").empty());
+    }
+    SECTION("a failed commit_file leaves nothing to take back") {
+        auto d = m->begin("host", T0);
+        REQUIRE(d);
+        REQUIRE(d->append("x"));
+        REQUIRE(::rmdir((md + "/new").c_str()) == 0);
+        auto p = d->commit_file();
+        REQUIRE_FALSE(p);
+        CHECK(p.error().kind == Error::Kind::Temp);
+        CHECK_FALSE(d->committed());
+        CHECK(entries(md + "/tmp").empty());
+    }
+}
+
+TEST_CASE("Maildir: opened once, checked like Delivery::begin, outlived by its deliveries") {
+    TempDir t;
+    const std::string md = maildir_in(t);
+    SECTION("deliveries outlive the Maildir") {
+        std::optional<mailbox::Delivery> d;
+        {
+            auto m = mailbox::Maildir::open(md);
+            REQUIRE(m);
+            auto b = m->begin("host", T0);
+            REQUIRE(b);
+            d.emplace(std::move(*b));
+        }
+        REQUIRE(d->append("late"));
+        auto p = d->commit();
+        REQUIRE(p);
+        CHECK(get(*p) == "late");
+    }
+    SECTION("symlinked new/") {
+        REQUIRE(::rmdir((md + "/new").c_str()) == 0);
+        REQUIRE(::symlink((md + "/cur").c_str(), (md + "/new").c_str()) == 0);
+        auto m = mailbox::Maildir::open(md);
+        REQUIRE_FALSE(m);
+        CHECK(m.error().kind == Error::Kind::Perm);
+    }
+    SECTION("missing tmp/") {
+        REQUIRE(::rmdir((md + "/tmp").c_str()) == 0);
+        auto m = mailbox::Maildir::open(md);
+        REQUIRE_FALSE(m);
+        CHECK(m.error().kind == Error::Kind::Temp);
+        CHECK(m.error().text.find(md + "/tmp") != std::string::npos);
+    }
+    SECTION("missing maildir") {
+        auto m = mailbox::Maildir::open(t / "nope");
+        REQUIRE_FALSE(m);
+        CHECK(m.error().kind == Error::Kind::Temp);
     }
 }
 
