@@ -20,7 +20,7 @@ LIB_L4 := service login delivery
 LIB_ALL := $(LIB_L0) $(LIB_L1) $(LIB_L2) $(LIB_L2_DNS) $(LIB_L3) $(LIB_L4)
 
 # Programs: <dir>_LIBS lists the lib/ modules it links. <dir>_BIN names the binary.
-ALL_PROGRAMS := master postern smtpd qmgr local testd dnsq
+ALL_PROGRAMS := master postern smtpd qmgr local pickup sendmail testd dnsq
 BASE_LIBS := config log fs privs util
 master_LIBS := service queue event ipc $(BASE_LIBS)
 postern_LIBS := service queue event maps $(BASE_LIBS)
@@ -28,6 +28,8 @@ testd_LIBS := service queue event $(BASE_LIBS)
 smtpd_LIBS := service queue tls event ipc maps dns $(BASE_LIBS)
 qmgr_LIBS := delivery service queue event ipc maps $(BASE_LIBS)
 local_LIBS := delivery service queue mailbox event ipc maps $(BASE_LIBS)
+pickup_LIBS := address service queue event ipc $(BASE_LIBS)
+sendmail_LIBS := address queue event ipc maps service $(BASE_LIBS)
 testd_DIR := t/testd
 dnsq_DIR := t/dnsq
 dnsq_LIBS := dns event log util
@@ -61,6 +63,11 @@ qmgr_test_LIBS := delivery queue event ipc maps $(BASE_LIBS)
 qmgr_test_OBJS := $(patsubst %.cpp,%,$(filter-out qmgr/main.cpp,$(wildcard qmgr/*.cpp)))
 qmgr_sched_test_LIBS := $(qmgr_test_LIBS)
 qmgr_sched_test_OBJS := $(qmgr_test_OBJS)
+address_test_LIBS := address util
+pickup_test_LIBS := address queue event ipc $(BASE_LIBS)
+pickup_test_OBJS := $(patsubst %.cpp,%,$(filter-out pickup/main.cpp,$(wildcard pickup/*.cpp)))
+sendmail_test_LIBS := address queue event ipc maps service $(BASE_LIBS)
+sendmail_test_OBJS := $(patsubst %.cpp,%,$(filter-out sendmail/main.cpp,$(wildcard sendmail/*.cpp)))
 local_test_LIBS := delivery queue mailbox event ipc maps $(BASE_LIBS)
 local_test_OBJS := $(patsubst %.cpp,%,$(filter-out local/main.cpp,$(wildcard local/*.cpp)))
 

@@ -135,6 +135,12 @@ struct Params {
     std::string virtual_mailbox_base;
     std::string virtual_uid_maps;
     std::string virtual_gid_maps;
+    // sendmail(1), pickup, newaliases.
+    std::string alias_database;
+    std::string authorized_submit_users;
+    std::string authorized_flush_users;
+    std::string authorized_mailq_users;
+    std::string sendmail_sender_override_users;
 };
 
 enum class Type { Str, Int, Bool, Time };

@@ -148,6 +148,16 @@ const std::array kTable = {
     S("virtual_mailbox_base", &P::virtual_mailbox_base, "", "directory the virtual mailbox paths are relative to"),
     S("virtual_uid_maps", &P::virtual_uid_maps, "", "owner uid of virtual mailboxes: static:N or tables"),
     S("virtual_gid_maps", &P::virtual_gid_maps, "", "group gid of virtual mailboxes: static:N or tables"),
+    S("alias_database", &P::alias_database, "hash:$config_directory/aliases",
+      "the alias databases newaliases (sendmail -bi) rebuilds"),
+    S("authorized_submit_users", &P::authorized_submit_users, "static:anyone",
+      "users who may submit mail with sendmail: static:anyone, or a list of user names"),
+    S("authorized_flush_users", &P::authorized_flush_users, "static:anyone",
+      "users who may flush the queue with sendmail -q"),
+    S("authorized_mailq_users", &P::authorized_mailq_users, "static:anyone",
+      "users who may list the queue with mailq (sendmail -bp)"),
+    S("sendmail_sender_override_users", &P::sendmail_sender_override_users, "static:anyone",
+      "users whose sendmail -f/-r sender is used as given (others get their own address)"),
 };
 
 }  // namespace
