@@ -140,6 +140,7 @@ smtpd_data_fuzz_LIBS := util
 smtpd_data_fuzz_OBJS := smtpd/data
 dns_wire_fuzz_LIBS := dns event log util
 defer_log_fuzz_LIBS := queue event fs log util
+address_fuzz_LIBS := address util
 FUZZ_CXX ?= clang++
 HAVE_FUZZ_CXX := $(shell command -v $(FUZZ_CXX))
 FUZZ_CXXFLAGS := $(filter-out -O%,$(CXXFLAGS)) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined

@@ -135,30 +135,45 @@ int list(const config::Params& p, bool json, std::ostream& out) {
         out << "Mail queue is empty\n";
         return EX_OK;
     }
-    out << "-Queue ID-        --Size-- ----Arrival Time---- -Sender/Recipient-------\n";
+    // Postfix's postqueue -p layout for long queue IDs, line by line: an
+    // "(reason)" line right-aligned to column 78 above the recipients it
+    // applies to, repeated only when the reason changes ("reason
+    // unavailable" when it goes away); a blank line between messages; the
+    // total in whole Kbytes, rounded down.
+    char line[512];
+    std::snprintf(line, sizeof line, "%-17s %8s %-19s %s\n", "----Queue ID-----", "--Size--",
+                  "---Arrival Time----", "--Sender/Recipient------");
+    out << line;
     std::uint64_t total = 0;
+    bool first = true;
     for (auto& e : entries) {
+        if (!first) out << "\n";
+        first = false;
         char when[32];
         std::time_t t = static_cast<std::time_t>(e.env.arrival_us / 1000000);
         std::tm tm{};
         localtime_r(&t, &tm);
-        std::strftime(when, sizeof when, "%a %b %e %H:%M:%S", &tm);
+        std::strftime(when, sizeof when, "%a %b %e %H:%M:%S", &tm);  // asctime's first 19 characters
         std::string id = e.id + (e.dir == queue::Active ? "*" : e.dir == queue::Hold ? "!" : "");
-        char line[256];
-        std::snprintf(line, sizeof line, "%-17s %8llu %s  ", id.c_str(), static_cast<unsigned long long>(e.size), when);
-        out << line << util::printable(e.env.sender.empty() ? "MAILER-DAEMON" : e.env.sender) << "\n";
+        std::snprintf(line, sizeof line, "%-17s %8llu %19.19s ", id.c_str(), static_cast<unsigned long long>(e.size),
+                      when);
+        out << line << util::printable(e.env.sender.empty() ? "MAILER-DAEMON" : e.env.sender, 300) << "\n";
         auto reasons = delay_reasons(e);
         std::size_t n = 0;
+        std::string shown;
         for (auto& r : e.env.recipients) {
             if (r.status != queue::StatusPending) continue;
-            out << std::string(47, ' ') << util::printable(r.address) << "\n";
-            if (!reasons[n].empty()) out << std::string(47, ' ') << "(" << util::printable(reasons[n], 300) << ")\n";
-            ++n;
+            std::string why = util::printable(reasons[n++], 300);
+            if (why != shown) {
+                shown = why;
+                std::string text = why.empty() ? "reason unavailable" : why;
+                out << std::string(text.size() < 76 ? 76 - text.size() : 0, ' ') << "(" << text << ")\n";
+            }
+            out << std::string(47, ' ') << util::printable(r.address, 300) << "\n";
         }
-        out << "\n";
         total += e.size;
     }
-    out << "-- " << (total + 1023) / 1024 << " Kbytes in " << entries.size()
+    out << "\n-- " << total / 1024 << " Kbytes in " << entries.size()
         << (entries.size() == 1 ? " Request.\n" : " Requests.\n");
     return EX_OK;
 }

@@ -184,6 +184,12 @@ public:
     // Creates the temp file (O_CREAT|O_EXCL|O_NOFOLLOW, 0600) and assigns the
     // ID from now_us and the file's inode.
     static Result<Writer> create(const std::string& queue_dir, int64_t now_us);
+    // For sendmail(1) (setgid, cannot open maildrop/ to fsync it): creates
+    // maildrop/.tmp-PID-N (0600) and at once renames it to maildrop/<ID>, so
+    // the file has its final name while it is written; pickup ignores it
+    // until commit_maildrop() makes it 0644. Commit with commit_maildrop()
+    // only; until then abort() or the destructor removes it.
+    static Result<Writer> create_maildrop(const std::string& queue_dir, int64_t now_us);
 
     Writer(Writer&& o) noexcept;
     Writer& operator=(Writer&& o) noexcept;
@@ -217,6 +223,9 @@ public:
     Result<void> commit_file();
     std::string incoming_dir() const;
     void uncommit() noexcept;
+    // BLOCKING, maildrop writers only: fchmod 0644 (the "complete" mark for
+    // pickup), then fsync the file. No directory fsync (see writer.cpp).
+    Result<void> commit_maildrop();
     bool committed() const noexcept { return state_ == State::Committed; }
     // Removes the temp file. A no-op after a successful commit.
     void abort() noexcept;
@@ -224,6 +233,7 @@ public:
 private:
     enum class State { Created, Envelope, Finished, Committed, Closed };
     Writer() = default;
+    static Result<Writer> create_in(const std::string& queue_dir, std::string_view subdir, int64_t now_us);
     Result<void> write_raw(std::string_view bytes);
     Result<void> write_record(char type, std::string_view payload);
     Result<void> check_usable() const;
@@ -238,6 +248,7 @@ private:
     uint64_t content_size_ = 0;
     State state_ = State::Closed;
     bool failed_ = false;
+    bool maildrop_ = false;
 };
 
 // Commits Writers on worker threads and reports back on the event loop.

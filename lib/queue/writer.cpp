@@ -28,10 +28,10 @@ int rename_noreplace(const std::string& from, const std::string& to) {
 
 }  // namespace
 
-Result<Writer> Writer::create(const std::string& queue_dir, int64_t now_us) {
+Result<Writer> Writer::create_in(const std::string& queue_dir, std::string_view subdir, int64_t now_us) {
     if (now_us < 0) return Error::temp("create queue file: system clock is before 1970");
     static std::atomic<unsigned long> counter{0};
-    const std::string incoming = join_path(queue_dir, Incoming);
+    const std::string incoming = join_path(queue_dir, subdir);
     Writer w;
     // O_EXCL can only collide with a file left by an earlier process with the
     // same pid; move on to the next counter value then.
@@ -51,6 +51,24 @@ Result<Writer> Writer::create(const std::string& queue_dir, int64_t now_us) {
     return w;
 }
 
+Result<Writer> Writer::create(const std::string& queue_dir, int64_t now_us) {
+    return create_in(queue_dir, Incoming, now_us);
+}
+
+Result<Writer> Writer::create_maildrop(const std::string& queue_dir, int64_t now_us) {
+    auto w = create_in(queue_dir, Maildrop, now_us);
+    if (!w) return w;
+    // The final name at once: sendmail cannot fsync maildrop/ (it may not
+    // open it), so the one file fsync in commit_maildrop() must cover the
+    // name too. The file stays 0600, which pickup ignores, until then.
+    const std::string path = join_path(join_path(queue_dir, Maildrop), w->id_);
+    if (int err = rename_noreplace(w->temp_path_, path); err != 0)
+        return sys_error("rename", w->temp_path_ + " to " + path, err);
+    w->temp_path_ = path;
+    w->maildrop_ = true;
+    return w;
+}
+
 Writer::Writer(Writer&& o) noexcept
     : queue_dir_(std::move(o.queue_dir_)),
       temp_path_(std::move(o.temp_path_)),
@@ -60,7 +78,8 @@ Writer::Writer(Writer&& o) noexcept
       buf_(std::move(o.buf_)),
       content_size_(o.content_size_),
       state_(std::exchange(o.state_, State::Closed)),
-      failed_(o.failed_) {}
+      failed_(o.failed_),
+      maildrop_(o.maildrop_) {}
 
 Writer& Writer::operator=(Writer&& o) noexcept {
     if (this != &o) {
@@ -74,6 +93,7 @@ Writer& Writer::operator=(Writer&& o) noexcept {
         content_size_ = o.content_size_;
         state_ = std::exchange(o.state_, State::Closed);
         failed_ = o.failed_;
+        maildrop_ = o.maildrop_;
     }
     return *this;
 }
@@ -208,8 +228,23 @@ Result<void> Writer::set_owner(uid_t uid, gid_t gid) {
     return {};
 }
 
+Result<void> Writer::commit_maildrop() {
+    POSTERN_ASSERT(state_ == State::Finished && maildrop_);
+    if (auto r = check_usable(); !r) return r;
+    if (::fchmod(fd_.get(), 0644) != 0) return fail_sys("fchmod", temp_path_, errno);
+    // Note: on ext4 (and xfs, btrfs) fsync of the file also commits the
+    // journal transaction holding its directory entry (the rename in
+    // create_maildrop came earlier), so the name is as durable as the data.
+    // On file systems without that property a crash may lose the entry;
+    // sendmail cannot do better without read access to maildrop/.
+    if (::fsync(fd_.get()) != 0) return fail_sys("fsync", temp_path_, errno);
+    if (::close(fd_.release()) != 0 && errno != EINTR) return fail_sys("close", temp_path_, errno);
+    state_ = State::Committed;
+    return {};
+}
+
 Result<void> Writer::commit_file() {
-    POSTERN_ASSERT(state_ == State::Finished);
+    POSTERN_ASSERT(state_ == State::Finished && !maildrop_);
     if (auto r = check_usable(); !r) return r;
     if (::fsync(fd_.get()) != 0) return fail_sys("fsync", temp_path_, errno);
     // Note: close errors matter on NFS, where write errors may show up only here.
