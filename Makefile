@@ -20,7 +20,7 @@ LIB_L4 := service login delivery
 LIB_ALL := $(LIB_L0) $(LIB_L1) $(LIB_L2) $(LIB_L2_DNS) $(LIB_L3) $(LIB_L4)
 
 # Programs: <dir>_LIBS lists the lib/ modules it links. <dir>_BIN names the binary.
-ALL_PROGRAMS := master postern smtpd qmgr local pickup sendmail testd dnsq
+ALL_PROGRAMS := master postern smtpd qmgr local pickup sendmail showq testd dnsq
 BASE_LIBS := config log fs privs util
 master_LIBS := service queue event ipc $(BASE_LIBS)
 postern_LIBS := service queue event maps $(BASE_LIBS)
@@ -30,6 +30,7 @@ qmgr_LIBS := delivery service queue event ipc maps $(BASE_LIBS)
 local_LIBS := delivery service queue mailbox event ipc maps $(BASE_LIBS)
 pickup_LIBS := address service queue event ipc $(BASE_LIBS)
 sendmail_LIBS := address queue event ipc maps service $(BASE_LIBS)
+showq_LIBS := service queue event ipc $(BASE_LIBS)
 testd_DIR := t/testd
 dnsq_DIR := t/dnsq
 dnsq_LIBS := dns event log util

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <sysexits.h>
@@ -24,6 +25,7 @@ namespace postern::sendmail {
 namespace {
 
 constexpr std::size_t ReadChunk = 64 * 1024;
+constexpr time_t ShowqTimeout = 60;  // seconds without a byte from showq
 
 Failure temp(const Error& e) { return {EX_TEMPFAIL, e.text}; }
 
@@ -262,7 +264,41 @@ bool submit_allowed(const Context& ctx) {
     return list == "static:anyone" || ctx.uid == 0 || in_list(list, ctx.login);
 }
 
+bool mailq_allowed(const Context& ctx) {
+    const std::string& list = ctx.params.authorized_mailq_users;
+    return list == "static:anyone" || in_list(list, ctx.login);
+}
+
 }  // namespace
+
+std::optional<Failure> copy_from_showq(const std::string& queue_dir, int out_fd) {
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::string path = queue_dir + "/public/showq";
+    if (path.size() >= sizeof sa.sun_path) return Failure{EX_CONFIG, "mailq: socket path too long: " + path};
+    std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) return Failure{EX_OSERR, std::string("mailq: socket: ") + std::strerror(errno)};
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0)
+        return Failure{EX_UNAVAILABLE, std::string("mailq: cannot connect to showq: ") + std::strerror(errno)};
+    // showq writes as it scans; a hung one must not hang mailq for ever.
+    timeval limit{ShowqTimeout, 0};
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    std::string buf(ReadChunk, '\0');
+    for (;;) {
+        ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return Failure{EX_TEMPFAIL, std::string("mailq: read from showq: ") + std::strerror(errno)};
+        if (n == 0) return std::nullopt;
+        std::string_view chunk(buf.data(), static_cast<std::size_t>(n));
+        while (!chunk.empty()) {
+            ssize_t w = ::write(out_fd, chunk.data(), chunk.size());
+            if (w < 0 && errno == EINTR) continue;
+            if (w < 0) return Failure{EX_IOERR, std::string("mailq: write standard output: ") + std::strerror(errno)};
+            chunk.remove_prefix(static_cast<std::size_t>(w));
+        }
+    }
+}
 
 int run(const Options& o, const Context& ctx, int in_fd, int out_fd) {
     switch (o.mode) {
@@ -274,10 +310,14 @@ int run(const Options& o, const Context& ctx, int in_fd, int out_fd) {
     case Mode::Verify:
         return verify(o, ctx);
     case Mode::ListQueue:
-        // Note: sendmail is setgid posterndrop and cannot read the queue;
-        // a showq-like service for unprivileged users is future work.
-        if (ctx.uid != 0) return fail({EX_NOPERM, "mailq: only root can list the queue in this release"});
-        return run_postern(ctx, {"queue", "list"});
+        // Root reads the queue itself (through postern), so mailq works
+        // while the mail system is down; others cannot read the queue and
+        // ask showq(8), whose socket public/ lets posterndrop reach.
+        if (ctx.uid == 0) return run_postern(ctx, {"queue", "list"});
+        if (!mailq_allowed(ctx))
+            return fail({EX_NOPERM, "user " + ctx.login + " is not allowed to list the queue (authorized_mailq_users)"});
+        if (auto f = copy_from_showq(ctx.params.queue_directory, out_fd)) return fail(*f);
+        return EX_OK;
     case Mode::Flush:
         if (ctx.uid != 0) return fail({EX_NOPERM, "-q: only root can flush the queue in this release"});
         return run_postern(ctx, {"queue", "flush"});

@@ -3,7 +3,9 @@
 // PURPOSE
 //   The body of the sendmail command after option parsing: -bm (read stdin,
 //   write one maildrop file, poke pickup), -bs (sendmail/smtp.hpp), -bv,
-//   and the root-only modes that run the postern command (-bp, -bi, -q).
+//   -bp (root: the postern command; others: the showq(8) service, if
+//   authorized_mailq_users allows), and the root-only modes that run the
+//   postern command (-bi, -q).
 //   The maildrop protocol (shared with pickup): a normal queue file, made
 //   by queue::Writer::create_maildrop (final name, 0600 while written), with
 //   sender = the -f address ("" if none or -f <>), origin "sendmail -f" when
@@ -19,7 +21,8 @@
 //   Failures are printed to stderr as "sendmail: <text>" and turned into
 //   sysexits.h codes: EX_USAGE, EX_DATAERR (bad address, header too large,
 //   message too large), EX_NOPERM, EX_CANTCREAT (maildrop file),
-//   EX_TEMPFAIL (I/O), EX_IOERR (reading stdin).
+//   EX_TEMPFAIL (I/O), EX_IOERR (reading stdin), EX_UNAVAILABLE (-bp as
+//   a user while showq is not running).
 // SECURITY
 //   Runs as the invoking user with setgid posterndrop; trusts nothing on
 //   stdin; never holds more than the header and one read buffer in memory.
@@ -108,6 +111,11 @@ private:
 
 // Pokes pickup: connects to queue_dir/public/pickup and writes "W". Best effort.
 void poke_pickup(const std::string& queue_dir) noexcept;
+
+// mailq for users other than root: copies what queue_dir/public/showq
+// sends to out_fd. Cannot connect: EX_UNAVAILABLE ("mailq: cannot connect
+// to showq: ..."); a read timeout or error: EX_TEMPFAIL.
+std::optional<Failure> copy_from_showq(const std::string& queue_dir, int out_fd);
 
 // Runs mode o.mode; returns the exit status. in_fd/out_fd: stdin and stdout.
 int run(const Options& o, const Context& ctx, int in_fd, int out_fd);

@@ -75,6 +75,7 @@
 //   queue::set_recipient_status(fd, env->recipients[0], 'D');
 //   queue::move_to(queue_dir, id, "incoming", "active");
 //   queue::write_defer_log(queue_dir, id, entries);  auto d = queue::read_defer_log(queue_dir, id);
+//   queue::list_queue(queue_dir, queue::ListFormat::Text, write_out, warn);   // mailq
 // ERRORS
 //   I/O failures (including a full disk) are Error::temp naming the operation,
 //   the path and strerror. A malformed file is Error::perm("corrupt queue
@@ -82,7 +83,9 @@
 //   that cannot be stored (bad RET/BODY/NOTIFY/status, oversized fields) are
 //   Error::perm. Calling Writer methods out of order is a bug (assert).
 //   A malformed or oversized defer log is Error::perm("corrupt defer log ...");
-//   a missing one is an empty list.
+//   a missing one is an empty list. list_queue reports each unreadable file
+//   through its warn callback and leaves it out; it fails only when its
+//   output callback fails.
 // SECURITY
 //   Readers trust nothing in the file: every length is checked against the
 //   file size (from fstat) before anything is allocated, and a single record
@@ -92,6 +95,7 @@
 //   Defer logs are read by root (`postern queue list`) from a directory the
 //   mail owner controls: opened relative to defer/ (itself not a symlink),
 //   with O_NOFOLLOW and O_NONBLOCK, regular files only, size checked first.
+//   Listings escape control characters in client-supplied envelope text.
 // SEE ALSO
 //   fs/fs.hpp, event/event.hpp, DESIGN.md (Queue), Postfix rec_type.h
 #pragma once
@@ -375,5 +379,22 @@ void remove_defer_log(const std::string& queue_dir, std::string_view id) noexcep
 // to itself. Errors as for write_defer_log and read_defer_log.
 Result<std::string> format_defer_log(const std::vector<DeferEntry>& entries);
 Result<std::vector<DeferEntry>> parse_defer_log(std::string_view text);
+
+// ---- Listing (mailq, `postern queue list`, showq)
+
+// Text: Postfix's postqueue -p layout (queue ID with '*' for active/ and '!'
+// for hold/, size, arrival time, sender, each pending recipient below its
+// defer reason, the "-- N Kbytes in N Requests." trailer; "Mail queue is
+// empty"). Json: one object per message per line, like postqueue -j.
+enum class ListFormat { Text, Json };
+using ListSink = std::function<Result<void>(std::string_view)>;
+using ListWarn = std::function<void(const std::string&)>;
+
+// Reads incoming/ active/ deferred/ hold/ (and defer/ logs) of queue_dir and
+// hands the listing to out, in pieces (at least one per message), sorted by
+// queue ID. warn gets "PATH: problem" for each file that cannot be read; the
+// listing goes on without it. Stops at out's first error and returns it.
+// Note: holds every envelope in memory while sorting, not message content.
+Result<void> list_queue(const std::string& queue_dir, ListFormat format, const ListSink& out, const ListWarn& warn);
 
 }  // namespace postern::queue
