@@ -5,8 +5,11 @@
 #include <unbound-event.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <optional>
+#include <set>
 
+#include "dns/wire.hpp"
 #include "util/strings.hpp"
 
 namespace postern::dns {
@@ -178,6 +181,27 @@ Result<std::vector<std::string>> parse_servers(std::string_view list) {
 
 // ---- Resolver ----------------------------------------------------------------
 
+// ub_ctx_hosts() loads the names of the hosts file, not the addresses: add
+// each address's PTR (its first name, as the C library's gethostbyaddr gives
+// it), so "127.0.0.1" is "localhost" without asking a server, as for Postfix.
+static void add_host_ptrs(ub_ctx* ctx, const std::string& path) {
+    FILE* f = std::fopen(path.c_str(), "re");
+    if (!f) return;
+    std::set<std::string> seen;
+    char line[1024];
+    for (int n = 0; n < 10000 && std::fgets(line, sizeof line, f); ++n) {
+        std::string_view l(line);
+        l = l.substr(0, l.find('#'));
+        auto words = util::split_ws(l);
+        if (words.size() < 2 || !seen.insert(words[0]).second) continue;
+        auto rev = wire::reverse_name(words[0]);
+        if (!rev || !wire::valid_query_name(words[1])) continue;
+        std::string data = *rev + ". PTR " + words[1] + ".";
+        (void)ub_ctx_data_add(ctx, data.c_str());
+    }
+    std::fclose(f);
+}
+
 Result<std::unique_ptr<Resolver>> Resolver::create(event::Base& base, Options options) {
     UbCtxPtr ctx(ub_ctx_create_event(base.get()));
     if (!ctx) return Error::temp("cannot create a libunbound context");
@@ -193,7 +217,9 @@ Result<std::unique_ptr<Resolver>> Resolver::create(event::Base& base, Options op
         if (r != 0) return Error::config("DNS servers from " + options.resolv_conf + ": " + ub_strerror(r));
         // Note: the hosts file is a convenience; a missing file or a line
         // libunbound cannot parse (it stops there) must not stop a daemon.
-        if (!options.hosts.empty()) (void)ub_ctx_hosts(ctx.get(), options.hosts.c_str());
+        if (!options.hosts.empty()) {
+            (void)ub_ctx_hosts(ctx.get(), options.hosts.c_str());
+        }
     } else {
         auto servers = parse_servers(options.servers);
         if (!servers) return servers.error();
@@ -218,6 +244,8 @@ Result<std::unique_ptr<Resolver>> Resolver::create(event::Base& base, Options op
     if (auto r = set("num-queries-per-thread:", std::to_string(std::max<std::size_t>(options.max_queries * 2, 1024)));
         !r)
         return r.error();
+    // (Adding local data finalizes the context: after every option.)
+    if (options.servers.empty() && !options.hosts.empty()) add_host_ptrs(ctx.get(), options.hosts);
     // Finalize now, while files can still be read (trust anchors and such
     // are read at finalization). Note: re-adding one of our transparent zones
     // changes nothing; it is the documented call that finalizes.

@@ -143,3 +143,24 @@ def test_lookups_after_chroot():
         p = dnsq("--resolv-conf", resolv, "--hosts", hosts, "--chroot", jail, "A", "gateway.example.test")
         assert p.returncode == 0, p.stderr
         assert json.loads(p.stdout)["records"] == ["192.0.2.44"], p.stdout
+
+
+def test_hosts_file_answers_ptr_too():
+    """As the C library does: an address in the hosts file maps back to the
+    first name of its line, so 127.0.0.1 is "localhost" without asking a
+    server (smtpd logs localhost[127.0.0.1], like Postfix)."""
+    with tempfile.TemporaryDirectory() as d:
+        resolv, hosts = os.path.join(d, "resolv.conf"), os.path.join(d, "hosts")
+        with open(resolv, "w") as f:
+            f.write("nameserver 127.0.0.1\n")  # nothing answers there on port 53 in tests
+        with open(hosts, "w") as f:
+            f.write("# comment\n127.0.0.1 localhost\n192.0.2.45 gw.example.test gw # trailing\n"
+                    "192.0.2.45 second.example.test\n::1 localhost ip6-localhost\n")
+        p = dnsq("--resolv-conf", resolv, "--hosts", hosts, "--timeout", "2000",
+                 "PTR", "127.0.0.1", "PTR", "192.0.2.45", "PTR", "::1", "A", "gw.example.test")
+        assert p.returncode == 0, p.stderr
+        out = [json.loads(line) for line in p.stdout.splitlines()]
+        assert out[0]["records"] == ["localhost"], out
+        assert out[1]["records"] == ["gw.example.test"], out
+        assert out[2]["records"] == ["localhost"], out
+        assert out[3]["records"] == ["192.0.2.45"], out
