@@ -553,9 +553,9 @@ void Manager::finish(Message& m) {
         }
     }
     active_.erase(id);
-    // Room in the active set: look for more work.
-    want_incoming_ = true;
-    schedule_scan();
+    // Room in the active set: go back for what an earlier scan left behind
+    // (scan_dir sets the flags). New mail brings its own trigger.
+    if (want_incoming_ || want_deferred_) schedule_scan();
 }
 
 void Manager::maybe_warn(Message& m, std::int64_t age_us) {

@@ -4,15 +4,11 @@
 #include <cctype>
 #include <cstdio>
 
+#include "util/strings.hpp"
+
 namespace postern::sendmail {
 
 namespace {
-
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-}
 
 // "Name:" or obsolete "Name :" (RFC 5322 4.5.2). Returns the name length, 0 if not a header line.
 std::size_t header_name_length(std::string_view line) {
@@ -138,7 +134,7 @@ void MessageBuilder::header_line() {
         return;
     }
     if (std::size_t n = header_name_length(line_); n > 0) {
-        headers_.push_back({line_, lower(std::string_view(line_).substr(0, n))});
+        headers_.push_back({line_, util::to_lower(std::string_view(line_).substr(0, n))});
         header_bytes_ += line_.size() + 2;
         return;
     }

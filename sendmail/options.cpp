@@ -5,18 +5,14 @@
 
 #include "queue/queue.hpp"
 
+#include "util/strings.hpp"
+
 namespace postern::sendmail {
 
 namespace {
 
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-}
-
 Result<unsigned> parse_notify(std::string_view v) {
-    std::string s = lower(v);
+    std::string s = util::to_lower(v);
     if (s == "never") return queue::NotifyNever;
     unsigned bits = 0;
     std::size_t pos = 0;
@@ -56,7 +52,7 @@ Result<void> apply(Options& o, char opt, std::string_view arg) {
         return {};
     }
     case 'R': {
-        std::string s = lower(arg);
+        std::string s = util::to_lower(arg);
         if (s != "full" && s != "hdrs") return Error::config("-R: bad DSN return \"" + std::string(arg) + "\" (full or hdrs)");
         o.ret = s == "full" ? "FULL" : "HDRS";
         return {};
@@ -68,7 +64,7 @@ Result<void> apply(Options& o, char opt, std::string_view arg) {
         o.envid = std::string(arg);
         return {};
     case 'B': {
-        std::string s = lower(arg);
+        std::string s = util::to_lower(arg);
         if (s != "7bit" && s != "8bitmime") return Error::config("-B: bad body type \"" + std::string(arg) + "\" (7BIT or 8BITMIME)");
         o.body = s == "7bit" ? "7BIT" : "8BITMIME";
         return {};

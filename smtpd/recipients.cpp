@@ -41,10 +41,11 @@ const maps::Map* LocalRecipients::changed_table() const {
     return nullptr;
 }
 
-std::optional<bool> LocalRecipients::exists(std::string_view local) const {
-    std::string key = util::to_lower(local);
-    if (users_.count(key)) return true;
-    for (auto& m : maps_) {
+namespace {
+
+// Is key in any of the maps? nullopt (logged) when one of them fails.
+std::optional<bool> in_any(const std::vector<std::unique_ptr<maps::Map>>& ms, const std::string& key) {
+    for (auto& m : ms) {
         auto r = m->lookup(key);
         if (!r) {
             log::warn("%s: lookup of %s failed: %s", m->spec().c_str(), util::printable(key).c_str(),
@@ -56,21 +57,22 @@ std::optional<bool> LocalRecipients::exists(std::string_view local) const {
     return false;
 }
 
+}  // namespace
+
+std::optional<bool> LocalRecipients::exists(std::string_view local) const {
+    std::string key = util::to_lower(local);
+    if (users_.count(key)) return true;
+    return in_any(maps_, key);
+}
+
 std::optional<bool> LocalRecipients::virtual_exists(std::string_view address) const {
     if (!virtual_ok_) return std::nullopt;
     std::string key = util::to_lower(address);
     auto at = key.rfind('@');
     // The address, then the "@domain" catch-all, as local looks them up.
     for (const std::string& k : {key, at == std::string::npos ? key : key.substr(at)}) {
-        for (auto& m : virtual_maps_) {
-            auto r = m->lookup(k);
-            if (!r) {
-                log::warn("%s: lookup of %s failed: %s", m->spec().c_str(), util::printable(k).c_str(),
-                          r.error().text.c_str());
-                return std::nullopt;
-            }
-            if (*r) return true;
-        }
+        auto found = in_any(virtual_maps_, k);
+        if (!found || *found) return found;
     }
     return false;
 }

@@ -236,7 +236,8 @@ Result<std::vector<Address>> parse_list(std::string_view text) {
     };
 
     for (auto& t : *toks) {
-        if (t.type != Tok::Special) {
+        // '@' joins the parts of an address like any word does.
+        if (t.type != Tok::Special || t.special == '@') {
             if (in_angle) {
                 angle.push_back(std::move(t));
             } else if (had_angle) {
@@ -278,15 +279,6 @@ Result<std::vector<Address>> parse_list(std::string_view text) {
             if (in_angle) return bad("unexpected ;");
             if (auto r = finish_item(); !r) return r.error();
             in_group = false;  // a stray ';' is tolerated
-            break;
-        case '@':
-            if (in_angle) {
-                angle.push_back(std::move(t));
-            } else if (had_angle) {
-                return bad("text after <address>");
-            } else {
-                item.push_back(std::move(t));
-            }
             break;
         default:
             return bad("unexpected special character");

@@ -189,8 +189,14 @@ static void add_host_ptrs(ub_ctx* ctx, const std::string& path) {
     if (!f) return;
     std::set<std::string> seen;
     char line[1024];
+    bool continuation = false;
     for (int n = 0; n < 10000 && std::fgets(line, sizeof line, f); ++n) {
         std::string_view l(line);
+        // A line longer than the buffer: its pieces are not lines of their own.
+        bool whole = !l.empty() && l.back() == '\n';
+        bool skip = continuation;
+        continuation = !whole && !std::feof(f);
+        if (skip || continuation) continue;
         l = l.substr(0, l.find('#'));
         auto words = util::split_ws(l);
         if (words.size() < 2 || !seen.insert(words[0]).second) continue;

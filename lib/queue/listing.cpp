@@ -44,22 +44,7 @@ std::vector<std::string> delay_reasons(const Entry& e) {
     return out;
 }
 
-std::string json_string(std::string_view s) {
-    std::string out = "\"";
-    for (unsigned char c : s) {
-        if (c == '"' || c == '\\') {
-            out += '\\';
-            out += static_cast<char>(c);
-        } else if (c < 0x20) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\u%04x", c);
-            out += buf;
-        } else {
-            out += static_cast<char>(c);  // UTF-8 passes through
-        }
-    }
-    return out + "\"";
-}
+using util::json_string;
 
 // Reads one queue file's envelope and content size; nullopt (and a warning)
 // when it cannot be read.

@@ -2,6 +2,7 @@
 #include "util/strings.hpp"
 
 #include <charconv>
+#include <cstdio>
 
 namespace postern::util {
 namespace {
@@ -81,6 +82,23 @@ std::string printable(std::string_view s, std::size_t max_len) {
         }
     }
     return out;
+}
+
+std::string json_string(std::string_view s, bool ascii_only) {
+    std::string out = "\"";
+    for (unsigned char c : s) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += static_cast<char>(c);
+        } else if (c < 0x20 || (ascii_only && c >= 0x7f)) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\u%04x", c);
+            out += buf;
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    return out + "\"";
 }
 
 }  // namespace postern::util

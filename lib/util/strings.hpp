@@ -34,5 +34,8 @@ std::optional<long long> parse_long(std::string_view s) noexcept;
 // Printable rendering of untrusted bytes for logs: control bytes and non-ASCII
 // become \xNN; output is cut at max_len with "..." appended.
 std::string printable(std::string_view s, std::size_t max_len = 200);
+// s as a quoted JSON string: '"' and '\' escaped, control bytes as \u00XX;
+// other bytes pass through (UTF-8), or with ascii_only are \u00XX as well.
+std::string json_string(std::string_view s, bool ascii_only = false);
 
 }  // namespace postern::util

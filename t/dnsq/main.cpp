@@ -24,22 +24,8 @@ using namespace postern;
 
 namespace {
 
-std::string json_string(std::string_view s) {
-    std::string out = "\"";
-    for (unsigned char c : s) {
-        if (c == '"' || c == '\\') {
-            out += '\\';
-            out += static_cast<char>(c);
-        } else if (c < 0x20 || c >= 0x7f) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\u%04x", c);
-            out += buf;
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    return out + "\"";
-}
+// Record text may hold any byte: keep the output plain ASCII JSON.
+std::string json_string(std::string_view s) { return util::json_string(s, true); }
 
 std::string hex(const std::vector<std::uint8_t>& v) {
     std::string out;

@@ -3,13 +3,12 @@ pickup -> qmgr -> local -> the recipient's Maildir; one for an unknown local
 user comes back to the invoking user as an RFC 3464 bounce from <>; one sent
 while the mail system is down waits in maildrop/ and is delivered once it
 starts."""
-import grp
 import os
-import shutil
 import subprocess
 
-from harness import BIN, need_root, wait_for
+from harness import need_root, wait_for
 from qmgr_test import finish, parse_dsn, start
+from sendmail_test import setgid_copy
 
 MASTER_EXTRA = "pickup unix n - y 60 1 pickup\n"
 
@@ -18,13 +17,7 @@ def setup():
     need_root()
     inst = start({"mydestination": "$myhostname, localhost, example.test",
                   "smtpd_reject_unlisted_recipient": "no"}, extra_master=MASTER_EXTRA)
-    binary = os.path.join(inst.dir, "sendmail")
-    shutil.copy(os.path.join(BIN, "sendmail"), binary)
-    os.chown(binary, 0, grp.getgrnam("posterndrop").gr_gid)
-    os.chmod(binary, 0o2755)
-    os.chmod(inst.etc, 0o755)
-    os.chmod(os.path.join(inst.etc, "main.cf"), 0o644)
-    inst.sendmail = binary
+    inst.sendmail = setgid_copy(inst)
     return inst
 
 

@@ -3,7 +3,6 @@ than root through showq(8) (and authorized_mailq_users, and the system down),
 a 50 MB message streamed under a 40 MB RLIMIT_DATA, newaliases with a broken
 and a good aliases file, and a real mail program (s-nail) using sendmail
 through pickup, qmgr and local to a Maildir."""
-import grp
 import os
 import pwd
 import shutil
@@ -11,6 +10,7 @@ import smtplib
 import subprocess
 
 from harness import BIN, Instance, free_port, need_root, wait_for
+from sendmail_test import setgid_copy
 from smtpd_test import qid_of
 
 USER = "postern-smtest"
@@ -23,17 +23,6 @@ def ensure_user():
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
                         "--comment", "Sendmail Tester,,,", USER], check=True)
-
-
-def setgid_copy(inst):
-    """An installed-like sendmail: a copy owned root:posterndrop, mode 2755."""
-    binary = os.path.join(inst.dir, "sendmail")
-    shutil.copy(os.path.join(BIN, "sendmail"), binary)
-    os.chown(binary, 0, grp.getgrnam("posterndrop").gr_gid)
-    os.chmod(binary, 0o2755)
-    os.chmod(inst.etc, 0o755)
-    os.chmod(os.path.join(inst.etc, "main.cf"), 0o644)
-    return binary
 
 
 def as_user(user, cmd):

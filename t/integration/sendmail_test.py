@@ -25,13 +25,19 @@ def setup():
                         "--comment", "Sendmail Tester,,,", USER], check=True)
     inst = Instance(name="sendmail", main_cf={"myhostname": "host.example", "myorigin": "origin.example"})
     inst.start()  # master makes the queue, maildrop/ 01730 postern:posterndrop
+    return inst, setgid_copy(inst)
+
+
+def setgid_copy(inst):
+    """An installed-like sendmail: a copy owned root:posterndrop, mode 2755,
+    with the instance's configuration readable by the user who runs it."""
     binary = os.path.join(inst.dir, "sendmail")
     shutil.copy(os.path.join(BIN, "sendmail"), binary)
     os.chown(binary, 0, grp.getgrnam("posterndrop").gr_gid)
     os.chmod(binary, 0o2755)
     os.chmod(inst.etc, 0o755)
     os.chmod(os.path.join(inst.etc, "main.cf"), 0o644)
-    return inst, binary
+    return binary
 
 
 def sendmail(inst, binary, args, data=b"", user=USER):

@@ -13,6 +13,7 @@
 
 #include "pickup/pickup.hpp"
 #include "queue/queue.hpp"
+#include "t/unit/temp_queue.hpp"
 #include "util/unique_fd.hpp"
 
 using namespace postern;
@@ -21,25 +22,7 @@ namespace {
 
 constexpr int64_t Now = 1'700'000'000'000'000;  // 2023-11-14 22:13:20 UTC
 
-struct TempQueue {
-    std::string path;
-    TempQueue() {
-        char tmpl[] = "/tmp/postern-pickup-test-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl) != nullptr);
-        path = tmpl;
-        REQUIRE(queue::make_dirs(path));
-    }
-    ~TempQueue() {
-        std::error_code ec;
-        std::filesystem::remove_all(path, ec);
-    }
-    std::vector<std::string> list(const std::string& sub) const {
-        std::vector<std::string> out;
-        for (auto& e : std::filesystem::directory_iterator(path + "/" + sub)) out.push_back(e.path().filename());
-        std::sort(out.begin(), out.end());
-        return out;
-    }
-};
+using test::TempQueue;
 
 queue::Envelope maildrop_env(const std::string& origin = "sendmail", const std::string& sender = "") {
     queue::Envelope env;

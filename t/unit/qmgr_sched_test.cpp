@@ -17,33 +17,16 @@
 #include "qmgr/qmgr.hpp"
 #include "qmgr/resolve.hpp"
 #include "queue/queue.hpp"
+#include "t/unit/temp_queue.hpp"
 
 using namespace postern;
 using namespace postern::qmgr;
 
 namespace {
 
-struct TempQueue {
-    std::string path;
-    TempQueue() {
-        char tmpl[] = "/tmp/postern-qmgr-test-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl) != nullptr);
-        path = tmpl;
-        REQUIRE(queue::make_dirs(path));
-    }
-    ~TempQueue() {
-        std::error_code ec;
-        std::filesystem::remove_all(path, ec);
-    }
-    std::vector<std::string> list(const std::string& sub) const {
-        std::vector<std::string> names;
-        for (auto& e : std::filesystem::directory_iterator(path + "/" + sub)) {
-            std::string n = e.path().filename();
-            if (n.rfind(".tmp", 0) != 0) names.push_back(n);
-        }
-        std::sort(names.begin(), names.end());
-        return names;
-    }
+// Queued files only: writers' temp files are left out.
+struct TempQueue : test::TempQueue {
+    std::vector<std::string> list(const std::string& sub) const { return test::TempQueue::list(sub, false); }
 };
 
 config::Config make_config(const std::string& extra = "") {

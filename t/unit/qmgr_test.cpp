@@ -12,6 +12,7 @@
 
 #include "qmgr/bounce.hpp"
 #include "queue/queue.hpp"
+#include "t/unit/temp_queue.hpp"
 #include "util/strings.hpp"
 #include "util/unique_fd.hpp"
 
@@ -25,19 +26,7 @@ namespace {
 constexpr int64_t Arrival = 1'700'000'000'123'456;  // 2023-11-14
 constexpr int64_t Later = Arrival + 3'600'000'000;  // an hour on
 
-struct BounceQueue {
-    std::string path;
-    BounceQueue() {
-        char tmpl[] = "/tmp/postern-bounce-test-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl) != nullptr);
-        path = tmpl;
-        REQUIRE(queue::make_dirs(path));
-    }
-    ~BounceQueue() {
-        std::error_code ec;
-        std::filesystem::remove_all(path, ec);
-    }
-};
+using BounceQueue = test::TempQueue;
 
 // A committed queue file holding content, opened for reading.
 struct Original {

@@ -85,3 +85,10 @@ TEST_CASE("NetList matches IPv4 and IPv6 networks") {
         CHECK_FALSE(util::NetList::parse(bad));
     }
 }
+
+TEST_CASE("json_string quotes, escapes controls, and keeps or escapes 8-bit bytes") {
+    CHECK(util::json_string("a\"b\\c") == "\"a\\\"b\\\\c\"");
+    CHECK(util::json_string(std::string_view("x\n\0y", 4)) == "\"x\\u000a\\u0000y\"");
+    CHECK(util::json_string("caf\xc3\xa9") == "\"caf\xc3\xa9\"");
+    CHECK(util::json_string("caf\xc3\xa9", true) == "\"caf\\u00c3\\u00a9\"");
+}
