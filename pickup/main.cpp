@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
         if (!lock || ::flock(lock.get(), LOCK_EX) != 0) log::fatal(EX_TEMPFAIL, "lock maildrop/: %s", std::strerror(errno));
         pickup::Settings s{.queue_dir = queue_dir, .myhostname = p.myhostname, .myorigin = p.myorigin,
                            .mail_name = p.mail_name, .message_size_limit = static_cast<uint64_t>(p.message_size_limit),
+                           .header_size_limit = static_cast<std::size_t>(p.header_size_limit),
                            .sender_policy = pickup::SenderPolicy::parse(p.sendmail_sender_override_users)};
         worker = std::make_unique<pickup::Pickup>(std::move(s), users, [] {
             return std::chrono::duration_cast<std::chrono::microseconds>(

@@ -161,6 +161,89 @@ std::optional<std::string> origin_maildrop_name(std::string_view origin) {
     return std::string(origin.substr(at + MaildropKey.size()));
 }
 
+namespace {
+bool is_wsp(char c) { return c == ' ' || c == '\t'; }
+bool is_name_char(char c) { return c > 32 && c < 127 && c != ':'; }
+}  // namespace
+
+void HeaderCheck::end_field() noexcept {
+    if (cur_ > largest_) largest_ = cur_;
+    cur_ = 0;
+}
+
+void HeaderCheck::not_a_field() noexcept {
+    // The line was counted as a new field at its first byte; it is the
+    // first line of the body instead.
+    --fields_;
+    cur_ = 0;
+    state_ = State::Done;
+}
+
+void HeaderCheck::feed(std::string_view bytes) noexcept {
+    for (char c : bytes) {
+        switch (state_) {
+        case State::Done:
+            return;
+        case State::LineStart:
+            if (c == '\r' || c == '\n') {  // the empty line (or a stray CR line) ends the header
+                end_field();
+                state_ = State::Done;
+            } else if (is_wsp(c)) {
+                if (fields_ == 0) {
+                    state_ = State::Done;  // nothing to continue: body
+                } else {
+                    cur_ += term_ + 1;
+                    state_ = State::Value;
+                }
+            } else {
+                end_field();
+                ++fields_;
+                cur_ = 1;
+                if (is_name_char(c)) state_ = State::Name;
+                else not_a_field();
+            }
+            break;
+        case State::Name:
+        case State::NameSpace:
+            if (c == ':') {
+                ++cur_;
+                state_ = State::Value;
+            } else if (is_wsp(c)) {
+                ++cur_;
+                state_ = State::NameSpace;
+            } else if (state_ == State::Name && is_name_char(c)) {
+                ++cur_;
+            } else {
+                not_a_field();
+            }
+            break;
+        case State::Value:
+            if (c == '\n') {
+                if (cr_) --cur_;  // the CR of a CRLF is not part of the line
+                term_ = cr_ ? 2 : 1;
+                cr_ = false;
+                state_ = State::LineStart;
+            } else {
+                ++cur_;
+                cr_ = c == '\r';
+            }
+            break;
+        }
+    }
+}
+
+std::string HeaderCheck::problem(std::size_t header_size_limit, std::size_t field_limit) const {
+    std::string why;
+    if (largest_field() > header_size_limit)
+        why = "a header field of " + std::to_string(largest_field()) + " bytes exceeds header_size_limit=" +
+              std::to_string(header_size_limit);
+    if (fields_ > field_limit) {
+        if (!why.empty()) why += ", and ";
+        why += std::to_string(fields_) + " header fields exceed the limit of " + std::to_string(field_limit);
+    }
+    return why;
+}
+
 UserLookup snapshot_users(std::size_t max_users) {
     auto table = std::make_shared<std::map<uid_t, std::string>>();  // shared: UserLookup is copyable
     ::setpwent();
@@ -395,12 +478,14 @@ Result<std::string> Pickup::queue_file(int fd, const std::string& name, uid_t ui
     if (auto r = w->write_envelope(env); !r) return r.error();
     if (auto r = w->append(received_header(s_.myhostname, s_.mail_name, uid, w->id(), now)); !r) return r.error();
     MessageIdScanner mid;
+    HeaderCheck header;
     uint64_t size = 0;
     auto copied = queue::read_content(fd, content_off, [&](std::string_view b) -> Result<void> {
         size += b.size();
         if (size > s_.message_size_limit)
             return Error::perm("message too large (message_size_limit=" + std::to_string(s_.message_size_limit) + ")");
         mid.feed(b);
+        header.feed(b);
         return w->append(b);
     });
     if (!copied) return copied.error();
@@ -432,6 +517,9 @@ Result<std::string> Pickup::queue_file(int fd, const std::string& name, uid_t ui
     log::info("%s: uid=%u from=<%s>", w->id().c_str(), static_cast<unsigned>(uid),
               util::printable(env.sender, 300).c_str());
     if (auto m = mid.value()) log::info("%s: message-id=%s", w->id().c_str(), util::printable(*m, 300).c_str());
+    if (auto why = header.problem(s_.header_size_limit, s_.header_field_limit); !why.empty())
+        log::warn("%s: uid=%u: maildrop file %s: %s; queued whole, nothing cut", w->id().c_str(),
+                  static_cast<unsigned>(uid), name.c_str(), why.c_str());
     return w->id();
 }
 

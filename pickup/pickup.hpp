@@ -41,6 +41,7 @@
 //   while (p.run_pass() == pickup::PassResult::More) {}
 //   auto s = pickup::decide_sender(env, uid, "alice", policy, "example.org");
 //   auto h = pickup::received_header("mail.example.org", "Postern", 1000, id, now_us);
+//   pickup::HeaderCheck hc;  hc.feed(bytes) ...;  auto why = hc.problem(102400, 1000);
 // ERRORS
 //   A bad maildrop file is moved to corrupt/ with a warning naming the uid.
 //   I/O trouble (disk full) leaves the file in maildrop/ for the next pass and
@@ -51,6 +52,14 @@
 //   message_size_limit + EnvelopeSlack bytes; queue::read_envelope checks
 //   every length. Content is copied in chunks, never held whole in memory.
 //   Recipients: at least one, at most recipient_limit, no control characters.
+//   Header: HeaderCheck measures it as it streams by, in constant memory: a
+//   field longer than header_size_limit bytes or more than
+//   header_field_limit fields get a warning naming the uid, and the message
+//   is queued whole all the same. Note: Postfix cuts such a header; we do
+//   not, because sendmail already said "queued" and every way of enforcing
+//   the limit here loses mail: cutting loses text, corrupt/ stops the
+//   message, a bounce returns at most bounce_size_limit bytes. Readers
+//   further on bound their own header scans, as they must for smtpd's mail.
 // SEE ALSO
 //   queue/queue.hpp, pickup(8), sendmail(1), Postfix pickup(8)
 #pragma once
@@ -76,6 +85,7 @@ inline constexpr int64_t IncompleteAge = 3600;          // seconds before a 0600
 inline constexpr std::size_t EnvelopeSlack = 1u << 20;  // file size allowed above message_size_limit
 inline constexpr std::size_t MaxNameLength = 200;       // maildrop file names we handle
 inline constexpr std::size_t MaxAddressLength = 998;
+inline constexpr std::size_t MaxHeaderFields = 1000;     // header fields before a warning
 
 // Who may choose their envelope sender with sendmail -f.
 struct SenderPolicy {
@@ -99,6 +109,34 @@ std::string received_header(std::string_view myhostname, std::string_view mail_n
 // What a queue file's origin names after "maildrop=" ("NAME id=MID"), if it came from pickup.
 std::optional<std::string> origin_maildrop_name(std::string_view origin);
 
+// Measures the header section of message content as it streams by, in
+// constant memory: the number of header fields and the size of the largest
+// (its lines with the CRLFs between them, without the final CRLF). The
+// section ends at an empty line or at a line that is not a header field
+// ("Name:" or "Name :" first, or white space continuing a field); further
+// bytes are ignored. Any bytes are fine; CRLF and bare LF both end lines.
+class HeaderCheck {
+public:
+    void feed(std::string_view bytes) noexcept;
+    bool in_header() const noexcept { return state_ != State::Done; }
+    std::size_t fields() const noexcept { return fields_; }
+    std::size_t largest_field() const noexcept { return largest_ > cur_ ? largest_ : cur_; }
+    // Which limit the header breaks, as log text; "" when none.
+    std::string problem(std::size_t header_size_limit, std::size_t field_limit) const;
+
+private:
+    enum class State { LineStart, Name, NameSpace, Value, Done };
+    void end_field() noexcept;
+    void not_a_field() noexcept;
+
+    State state_ = State::LineStart;
+    std::size_t fields_ = 0;
+    std::size_t cur_ = 0;      // bytes of the field being read
+    std::size_t largest_ = 0;  // largest finished field
+    std::size_t term_ = 0;     // line ending before this line: 2 CRLF, 1 LF
+    bool cr_ = false;          // the last byte was a CR
+};
+
 struct Settings {
     std::string queue_dir = ".";
     std::string myhostname = "localhost";
@@ -107,6 +145,8 @@ struct Settings {
     uint64_t message_size_limit = 10240000;
     std::size_t recipient_limit = 1000;
     std::size_t batch_limit = 1000;  // files handled per pass
+    std::size_t header_size_limit = 102400;
+    std::size_t header_field_limit = MaxHeaderFields;
     SenderPolicy sender_policy;
 };
 

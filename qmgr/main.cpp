@@ -10,7 +10,7 @@
 using namespace postern;
 
 int main(int argc, char** argv) {
-    static std::unique_ptr<qmgr::Router> router;
+    static std::unique_ptr<delivery::Router> router;
     static std::vector<config::Service> services;
     static std::unique_ptr<qmgr::Agents> agents;
     static std::unique_ptr<qmgr::Manager> manager;
@@ -19,7 +19,9 @@ int main(int argc, char** argv) {
         auto svcs = config::load_master_cf(ctx.params().config_directory);
         if (!svcs) log::fatal(EX_CONFIG, "%s", svcs.error().text.c_str());
         services = std::move(*svcs);
-        router = qmgr::make_router(ctx.params());
+        auto r = delivery::open_router(ctx.params());
+        if (!r) log::fatal(EX_CONFIG, "%s", r.error().text.c_str());  // mail must not take a wrong route
+        router = std::move(*r);
     };
     spec.post_jail = [](service::Context& ctx) {
         auto s = qmgr::Settings::from(ctx.config(), services, ctx.options().chroot);

@@ -102,7 +102,7 @@ Settings Settings::from(const config::Config& cfg, const std::vector<config::Ser
     return s;
 }
 
-Manager::Manager(event::Base& base, Settings s, const Router& router, Agents& agents)
+Manager::Manager(event::Base& base, Settings s, const delivery::Router& router, Agents& agents)
     : now_us(wall_now_us), base_(base), s_(std::move(s)), router_(router), agents_(agents) {
     scan_ev_ = event::Event::timer(base_, [this] { scan(); });
     timer_ev_ = event::Event::timer(base_, [this] {
@@ -274,7 +274,7 @@ void Manager::plan(Message& m) {
             continue;
         }
         // Mail to the double-bounce address is discarded: bounces never loop.
-        if (route->cls == Route::Class::Local &&
+        if (route->cls == delivery::Route::Class::Local &&
             util::to_lower(rc.address.substr(0, rc.address.rfind('@'))) == dbl_local) {
             res = {Result_::State::Sent, "2.0.0", "none", "discarded"};
             continue;

@@ -28,7 +28,7 @@
 //   through it, and a move that finds the file gone leaves it where the
 //   administrator put it.
 // SEE ALSO
-//   qmgr/resolve.hpp, qmgr/bounce.hpp, delivery/delivery.hpp, Postfix qmgr(8)
+//   delivery/route.hpp, qmgr/bounce.hpp, delivery/delivery.hpp, Postfix qmgr(8)
 #pragma once
 
 #include <chrono>
@@ -43,9 +43,9 @@
 
 #include "config/config.hpp"
 #include "delivery/delivery.hpp"
+#include "delivery/route.hpp"
 #include "event/event.hpp"
 #include "qmgr/bounce.hpp"
-#include "qmgr/resolve.hpp"
 #include "queue/queue.hpp"
 #include "util/unique_fd.hpp"
 
@@ -92,7 +92,7 @@ std::unique_ptr<Agents> make_socket_agents(event::Base& base, std::string queue_
 
 class Manager {
 public:
-    Manager(event::Base& base, Settings s, const Router& router, Agents& agents);
+    Manager(event::Base& base, Settings s, const delivery::Router& router, Agents& agents);
     Manager(const Manager&) = delete;
     Manager& operator=(const Manager&) = delete;
     ~Manager();
@@ -160,7 +160,7 @@ private:
 
     event::Base& base_;
     Settings s_;
-    const Router& router_;
+    const delivery::Router& router_;
     Agents& agents_;
     std::map<std::string, std::unique_ptr<Message>> active_;
     std::map<std::string, Dest> dests_;  // "transport\0key"

@@ -1,8 +1,10 @@
 // sendmail/message.cpp - line-ending repair, header completion and -t extraction for sendmail.
 #include "sendmail/message.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <optional>
 
 #include "util/strings.hpp"
 
@@ -26,7 +28,61 @@ bool has_8bit(std::string_view s) {
     return false;
 }
 
+bool is_wsp(char c) { return c == ' ' || c == '\t'; }
+
+// One physical line (no CRLF) folded into pieces of at most max_line octets,
+// or nullopt when that cannot be done without changing the line. A fold
+// goes before a white-space byte at index >= min_fold, with a non-white
+// byte both before it (in the same piece) and somewhere after it, so no
+// piece is white space only and unfolding restores the line.
+std::optional<std::string> fold_line(std::string_view line, std::size_t min_fold, std::size_t max_line) {
+    const std::size_t last = line.find_last_not_of(" \t");
+    std::string out;
+    std::size_t s = 0;
+    while (line.size() - s > max_line) {
+        const std::size_t first = line.find_first_not_of(" \t", s);
+        if (first == std::string_view::npos || last == std::string_view::npos || last == 0) return std::nullopt;
+        const std::size_t lo = std::max(min_fold, first + 1);
+        std::size_t p = std::min(s + max_line, last - 1);
+        while (p >= lo && p > s && !is_wsp(line[p])) --p;
+        if (p < lo || p <= s || !is_wsp(line[p])) return std::nullopt;
+        out.append(line.substr(s, p - s));
+        out += "\r\n";
+        s = p;
+    }
+    out.append(line.substr(s));
+    return out;
+}
+
 }  // namespace
+
+std::string fold_header(std::string_view field, std::size_t max_line, std::size_t& kept_long_out) {
+    std::string out;
+    std::size_t pos = 0;
+    bool first = true;
+    while (pos <= field.size()) {
+        std::size_t eol = field.find("\r\n", pos);
+        if (eol == std::string_view::npos) eol = field.size();
+        std::string_view line = field.substr(pos, eol - pos);
+        if (!first) out += "\r\n";
+        if (line.size() <= max_line) {
+            out.append(line);
+        } else {
+            // Not before the colon: the name (and an obsolete "Name :") stays whole.
+            std::size_t colon = first ? line.find(':') : 0;
+            auto folded = fold_line(line, colon == std::string_view::npos ? line.size() : colon + 1, max_line);
+            if (folded) {
+                out += *folded;
+            } else {
+                out.append(line);
+                ++kept_long_out;
+            }
+        }
+        first = false;
+        pos = eol + 2;
+    }
+    return out;
+}
 
 Result<void> MessageBuilder::feed(std::string_view bytes) {
     for (char c : bytes) {
@@ -166,15 +222,13 @@ void MessageBuilder::complete_headers() {
         // Note: Bcc goes even without -t; left in, it would show every
         // recipient the blind copies.
         if (h.name == "bcc") continue;
-        out_ += h.raw;
+        out_ += fold_header(h.raw, MaxHeaderLine, long_lines_);
         out_ += "\r\n";
         if (has_8bit(h.raw)) header_8bit_ = true;
     }
     auto add = [&](const char* name, const std::string& value) {
         if (value.empty()) return;
-        out_ += name;
-        out_ += ": ";
-        out_ += value;
+        out_ += fold_header(std::string(name) + ": " + value, MaxHeaderLine, long_lines_);
         out_ += "\r\n";
         if (has_8bit(value)) header_8bit_ = true;
     };

@@ -6,14 +6,24 @@
 //   CRLF stays CRLF, no doubled CR), without -i a lone "." line ends the
 //   input, a leading mbox "From " line is dropped, Bcc is removed, missing
 //   From, Date and Message-ID are added, and with -t the To/Cc/Bcc addresses
-//   are collected. Only the header is held in memory (at most
-//   max_header_bytes); the body passes through. No I/O and no addresses
-//   qualified here: the caller does that.
+//   are collected. Everything else is kept byte for byte, except that a
+//   header line longer than MaxHeaderLine octets (RFC 5322 2.1.1) is folded:
+//   CRLF goes in before the last white space within the limit, so the
+//   continuation line starts with that space or tab and unfolding gives the
+//   original line back. A line with nowhere to fold (no white space after
+//   the colon, or only at its end) is kept as it is and counted
+//   (long_header_lines()): changing it would change the header's value, and
+//   refusing the message would turn an oddity into lost mail for callers
+//   like cron that cannot retry. Body lines are never touched. Only
+//   the header is held in memory (at most max_header_bytes); the body passes
+//   through. No I/O and no addresses qualified here: the caller does that.
 // SYNOPSIS
 //   MessageBuilder b(settings);
 //   b.feed(chunk) ...;  if (b.headers_done()) use(b.header_recipients());
 //   out = b.take_output();  ...  b.finish();  out = b.take_output();
+//   if (b.long_header_lines() > 0) warn(...);     // kept longer than 998 octets
 //   std::string d = format_date(time, gmtoff);
+//   std::string f = fold_header("Subject: ...", MaxHeaderLine, kept);
 // ERRORS
 //   feed/finish return Error::perm for an oversized header or a malformed
 //   To/Cc/Bcc address list (with -t); the caller exits EX_DATAERR.
@@ -38,6 +48,7 @@
 namespace postern::sendmail {
 
 inline constexpr std::size_t DefaultMaxHeaderBytes = 1u << 20;
+inline constexpr std::size_t MaxHeaderLine = 998;  // octets, without the CRLF (RFC 5322 2.1.1)
 
 struct MessageSettings {
     bool ignore_dots = false;   // -i: a lone "." does not end the input
@@ -63,6 +74,8 @@ public:
     const std::vector<address::Address>& header_recipients() const noexcept { return rcpts_; }
     // A byte >= 0x80 in the header as stored (needs SMTPUTF8).
     bool header_8bit() const noexcept { return header_8bit_; }
+    // Header lines left longer than MaxHeaderLine: nowhere to fold them.
+    std::size_t long_header_lines() const noexcept { return long_lines_; }
     // The bytes produced so far and not yet taken.
     std::string take_output() { return std::exchange(out_, std::string()); }
 
@@ -83,6 +96,7 @@ private:
     std::vector<Header> headers_;
     std::vector<address::Address> rcpts_;
     std::size_t header_bytes_ = 0;
+    std::size_t long_lines_ = 0;
     bool in_header_ = true;
     bool first_line_ = true;
     bool pending_cr_ = false;
@@ -92,6 +106,13 @@ private:
     bool header_8bit_ = false;
     std::string error_;  // first error; sticky
 };
+
+// One header field as stored ("Name: value", inner CRLFs between its lines,
+// no final CRLF) with each line longer than max_line octets folded at the
+// last white space that keeps the part before it within max_line, repeatedly.
+// A fold never leaves a line of white space only, and never goes before the
+// colon. kept_long_out is increased by the lines that stay too long.
+std::string fold_header(std::string_view field, std::size_t max_line, std::size_t& kept_long_out);
 
 // RFC 5322 date-time in English ("Tue, 14 May 2024 10:00:00 +0200") for
 // the broken-down local time tm whose UTC offset is gmtoff seconds.

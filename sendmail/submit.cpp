@@ -18,6 +18,7 @@
 
 #include "address/address.hpp"
 #include "sendmail/smtp.hpp"
+#include "sendmail/verify.hpp"
 #include "util/unique_fd.hpp"
 
 namespace postern::sendmail {
@@ -192,6 +193,11 @@ std::optional<Failure> Drop::finish() {
 std::optional<Failure> Drop::commit(std::string& id_out) {
     if (auto r = writer_->commit_maildrop(); !r) return temp(r.error());
     id_out = writer_->id();
+    if (std::size_t n = builder_->long_header_lines(); n > 0)
+        std::fprintf(stderr,
+                     "sendmail: warning: %s: %zu header line%s longer than %zu octets kept as %s: no white space "
+                     "to fold at (RFC 5322 2.1.1); a mail server may refuse the message\n",
+                     id_out.c_str(), n, n == 1 ? "" : "s", MaxHeaderLine, n == 1 ? "it is" : "they are");
     poke_pickup(ctx_.params.queue_directory);
     return std::nullopt;
 }
@@ -249,16 +255,6 @@ int deliver(const Options& o, const Context& ctx, int in_fd) {
     return EX_OK;
 }
 
-int verify(const Options& o, const Context& ctx) {
-    std::vector<std::string> rcpts;
-    for (const auto& r : o.recipients)
-        if (auto f = parse_addresses(r, ctx, rcpts)) return fail(*f);
-    if (rcpts.empty()) return fail({EX_USAGE, "-bv: no addresses given"});
-    for (const auto& r : rcpts)
-        std::printf("%s: address accepted; it would be queued, and qmgr decides its route\n", r.c_str());
-    return EX_OK;
-}
-
 bool submit_allowed(const Context& ctx) {
     const std::string& list = ctx.params.authorized_submit_users;
     return list == "static:anyone" || ctx.uid == 0 || in_list(list, ctx.login);
@@ -308,7 +304,7 @@ int run(const Options& o, const Context& ctx, int in_fd, int out_fd) {
             return fail({EX_NOPERM, "user " + ctx.login + " is not allowed to submit mail (authorized_submit_users)"});
         return o.mode == Mode::Deliver ? deliver(o, ctx, in_fd) : run_smtp(ctx, in_fd, out_fd);
     case Mode::Verify:
-        return verify(o, ctx);
+        return verify_addresses(o, ctx, out_fd);
     case Mode::ListQueue:
         // Root reads the queue itself (through postern), so mailq works
         // while the mail system is down; others cannot read the queue and

@@ -2,10 +2,10 @@
 //   sendmail/submit.hpp - what sendmail(1) does in each mode
 // PURPOSE
 //   The body of the sendmail command after option parsing: -bm (read stdin,
-//   write one maildrop file, poke pickup), -bs (sendmail/smtp.hpp), -bv,
-//   -bp (root: the postern command; others: the showq(8) service, if
-//   authorized_mailq_users allows), and the root-only modes that run the
-//   postern command (-bi, -q).
+//   write one maildrop file, poke pickup), -bs (sendmail/smtp.hpp), -bv
+//   (sendmail/verify.hpp), -bp (root: the postern command; others: the
+//   showq(8) service, if authorized_mailq_users allows), and the root-only
+//   modes that run the postern command (-bi, -q).
 //   The maildrop protocol (shared with pickup): a normal queue file, made
 //   by queue::Writer::create_maildrop (final name, 0600 while written), with
 //   sender = the -f address ("" if none or -f <>), origin "sendmail -f" when
@@ -95,6 +95,8 @@ public:
     std::optional<Failure> feed(std::string_view bytes);
     std::optional<Failure> finish();
     // fchmod 0644 + fsync; then pokes pickup. Returns the queue ID in id_out.
+    // Header lines that had to stay longer than 998 octets get a warning on
+    // stderr (the message is queued all the same, unchanged).
     std::optional<Failure> commit(std::string& id_out);
     bool ended() const noexcept { return builder_ && builder_->ended(); }
 

@@ -82,6 +82,12 @@ struct Params {
     std::string smtpd_tls_security_level;
     bool smtpd_tls_wrappermode = false;
     bool smtpd_sasl_auth_enable = false;
+    bool smtpd_sasl_auth_required = false;
+    bool smtpd_tls_auth_only = true;
+    std::string smtpd_sasl_path;
+    long long smtpd_sasl_failure_limit = 0;
+    std::string smtpd_sender_login_maps;
+    bool smtpd_reject_sender_login_mismatch = false;
     long long message_size_limit = 0;
     long long smtpd_recipient_limit = 0;
     long long line_length_limit = 0;
@@ -141,6 +147,17 @@ struct Params {
     std::string authorized_flush_users;
     std::string authorized_mailq_users;
     std::string sendmail_sender_override_users;
+    long long header_size_limit = 0;
+    // auth daemon and virtual users.
+    std::string auth_backends;
+    std::string auth_pam_service;
+    long long auth_pam_concurrency = 0;
+    std::string virtual_user_database;
+    std::string virtual_user_mailbox_map;
+    Seconds auth_failure_delay{};
+    Seconds auth_failure_max_delay{};
+    long long auth_lockout_threshold = 0;
+    Seconds auth_lockout_time{};
 };
 
 enum class Type { Str, Int, Bool, Time };

@@ -1,15 +1,17 @@
 """More of sendmail(1) against temporary instances: mailq for a user other
 than root through showq(8) (and authorized_mailq_users, and the system down),
 a 50 MB message streamed under a 40 MB RLIMIT_DATA, newaliases with a broken
-and a good aliases file, and a real mail program (s-nail) using sendmail
-through pickup, qmgr and local to a Maildir."""
+and a good aliases file, a real mail program (s-nail) using the sendmail of
+a DESTDIR install through pickup, qmgr and local to a Maildir, and -bv."""
+import grp
 import os
 import pwd
 import shutil
 import smtplib
 import subprocess
+import tempfile
 
-from harness import BIN, Instance, free_port, need_root, wait_for
+from harness import BIN, ROOT, Instance, free_port, need_root, wait_for
 from sendmail_test import setgid_copy
 from smtpd_test import qid_of
 
@@ -155,20 +157,39 @@ def test_newaliases_broken_and_good_file():
     inst.cleanup()
 
 
+def install_into(dest):
+    """make install DESTDIR=dest PREFIX=/usr, then what a package does on the
+    target for a staged tree: sendmail group posterndrop, mode 2755."""
+    r = run([os.path.join(ROOT, "scripts", "install"), dest, "/usr", "/etc/postern", BIN])
+    assert r.returncode == 0, r.stderr
+    binary = os.path.join(dest, "usr", "sbin", "sendmail")
+    os.chown(binary, 0, grp.getgrnam("posterndrop").gr_gid)
+    os.chmod(binary, 0o2755)
+    os.chmod(dest, 0o755)  # mkdtemp's 0700 would keep the user out
+    return binary
+
+
 def test_s_nail_sends_through_sendmail():
+    """A real mail program: s-nail, configured to use /usr/sbin/sendmail from a
+    DESTDIR install, finds the instance through MAIL_CONFIG (as an installed
+    sendmail finds /etc/postern), and the message reaches a Maildir through
+    pickup, qmgr and local."""
     need_root()
     snail = shutil.which("s-nail")
     assert snail, "s-nail is not installed (scripts/install-deps installs it)"
     from qmgr_test import finish
     from sendmail_e2e_test import setup
     inst = setup()
+    dest = tempfile.mkdtemp(prefix="postern-dest-")
     try:
+        sendmail = install_into(dest)
         writer = inst.users.add("snail")
         reader = inst.users.add("snrd")
         inst.start()
-        env = {"PATH": "/usr/bin:/bin", "HOME": inst.users.home(writer), "LC_ALL": "C.UTF-8"}
-        cmd = as_user(writer, [snail, "-n", "-S", "mta=" + inst.sendmail, "-S", f"mta-arguments=-C {inst.etc}",
-                               "-s", "hello from s-nail", f"{reader}@example.test"])
+        env = {"PATH": "/usr/bin:/bin", "HOME": inst.users.home(writer), "LC_ALL": "C.UTF-8",
+               "MAIL_CONFIG": inst.etc}
+        cmd = as_user(writer, [snail, "-n", "-S", "mta=" + sendmail, "-s", "hello from s-nail",
+                               f"{reader}@example.test"])
         r = subprocess.run(cmd, input=b"sent by a real MUA\n", capture_output=True, timeout=60, env=env)
         assert r.returncode == 0, f"got exit {r.returncode} ({r.stderr!r}), want 0"
         files = wait_for(lambda: inst.users.maildir_files(reader), 30, "delivery of the s-nail message")
@@ -176,5 +197,54 @@ def test_s_nail_sends_through_sendmail():
         assert b"Subject: hello from s-nail" in text, text[:600]
         assert b"sent by a real MUA" in text, text
         assert f"{writer}@".encode() in text, text[:600]
+        # It went through the installed binary, as the invoking user.
+        inst.wait_log(r"uid=%d from=<%s@" % (pwd.getpwnam(writer).pw_uid, writer))
     finally:
         finish(inst)
+        shutil.rmtree(dest)
+
+
+def test_bv_reports_routes_without_sending():
+    """sendmail -bv: one line per address from qmgr's routing code, master.cf
+    and local's tables; nothing is queued. Runs without root too (as root it
+    also runs as the unprivileged user nobody)."""
+    inst = Instance(name="bv", main_cf={"myhostname": "mail.example.test",
+                                        "mydestination": "$myhostname, localhost, example.test",
+                                        "alias_maps": "hash:$config_directory/aliases",
+                                        "transport_maps": "texthash:$config_directory/transport"},
+                    master_cf="local unix - n n - - local\nvirtual unix - n n - - local\n")
+    with open(os.path.join(inst.etc, "aliases"), "w") as f:
+        f.write("postmaster: root\n")
+    with open(os.path.join(inst.etc, "transport"), "w") as f:
+        f.write("bad.example  error:5.1.2 no such domain\n")
+    b = run([os.path.join(BIN, "postern"), "-c", inst.etc, "map", "build", "-a", os.path.join(inst.etc, "aliases")])
+    assert b.returncode == 0, b.stderr
+    sendmail = [os.path.join(BIN, "sendmail"), "-C", inst.etc, "-bv"]
+    local = "deliverable via local (mail.example.test)"
+    cases = [
+        (["postmaster@example.test", "nobody"], 0,
+         [f"postmaster@example.test: {local}: alias", f"nobody@mail.example.test: {local}: user nobody"]),
+        (["Nobody+ext@Example.Test", "nosuchuser@example.test"], 67,
+         [f"Nobody+ext@Example.Test: {local}: user nobody",
+          'nosuchuser@example.test: undeliverable: unknown user: "nosuchuser"']),
+        (["user@bad.example"], 67, ["user@bad.example: undeliverable: 5.1.2 no such domain"]),
+        # No smtp service in this master.cf: remote mail would wait in the queue.
+        (["user@far.example"], 75, ["user@far.example: deferred: transport smtp (far.example) is not a service "
+                                    "in master.cf; the message would wait in the queue"]),
+    ]
+    runs = [lambda cmd: cmd]
+    if os.geteuid() == 0:
+        gid = str(pwd.getpwnam("nobody").pw_gid)  # its group is "nogroup" on Debian
+        runs.append(lambda cmd: ["setpriv", "--reuid", "nobody", "--regid", gid, "--clear-groups", "--"] + cmd)
+    for wrap in runs:
+        for args, code, want in cases:
+            r = run(wrap(sendmail + args))
+            assert r.returncode == code, f"{args}: got exit {r.returncode} ({r.stderr!r}), want {code}"
+            got = r.stdout.decode().splitlines()
+            assert got == want, f"{args}: got {got}, want {want}"
+        for args, code in [([], 64), (["a@@b.example"], 65)]:
+            r = run(wrap(sendmail + args))
+            assert r.returncode == code, f"{args}: got exit {r.returncode} ({r.stderr!r}), want {code}"
+            assert r.stdout == b"" and len(r.stderr.splitlines()) == 1, (r.stdout, r.stderr)
+    assert not os.path.exists(inst.queue), "-bv made a queue"
+    inst.cleanup()

@@ -155,3 +155,29 @@ def test_sendmail_bs():
     assert rcpts(recs) == ["ann@a.example", "bob@origin.example"]
     assert one(recs, "S") == b"me@m.example" and one(recs, "o") == b"sendmail -f"
     assert content(recs).endswith(b"\r\n\r\n.dot\r\nx\r\n"), content(recs)
+
+
+def test_sendmail_long_header_lines():
+    """RFC 5322 2.1.1: header lines over 998 octets are folded at white
+    space; one with nowhere to fold is kept as it is, with a warning, and the
+    message is still queued; body lines are never touched."""
+    inst, binary = setup()
+    subject = b"Subject: " + b" ".join(b"word%d" % i for i in range(600))  # about 4.4 kB
+    token = b"X-Token: " + b"t" * 1500
+    body_line = b" ".join(b"body%d" % i for i in range(700))
+    before = maildrop_files(inst)
+    r = sendmail(inst, binary, ["ann@a.example"], subject + b"\n" + token + b"\n\n" + body_line + b"\n")
+    assert r.returncode == 0, f"got exit {r.returncode} ({r.stderr!r}), want 0"
+    assert b"warning:" in r.stderr and b"1 header line longer than 998 octets" in r.stderr, r.stderr
+    data = content(records(only_new_file(inst, before)))
+    header, _, body = data.partition(b"\r\n\r\n")
+    lines = header.split(b"\r\n")
+    folded = header[:header.index(b"\r\nX-Token:")]
+    assert folded.replace(b"\r\n ", b" ") == subject, "the folded Subject does not unfold to the original"
+    assert folded != subject and all(len(l) <= 998 for l in folded.split(b"\r\n")), "Subject not folded"
+    assert token in lines, "the line with nowhere to fold was changed"
+    assert body == body_line + b"\r\n", "the body was changed"
+
+    # Nothing to fold: no warning.
+    r = sendmail(inst, binary, ["ann@a.example"], subject + b"\n\nx\n")
+    assert r.returncode == 0 and r.stderr == b"", r.stderr

@@ -8,9 +8,12 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
+#include "log/log.hpp"
 #include "pickup/pickup.hpp"
 #include "queue/queue.hpp"
 #include "t/unit/temp_queue.hpp"
@@ -260,4 +263,120 @@ TEST_CASE("pickup: crash recovery") {
     p.run_pass();
     CHECK(q.list("maildrop").empty());
     CHECK(q.list("incoming").size() == 3);
+}
+
+namespace {
+
+struct Measured {
+    std::size_t fields, largest;
+    bool in_header;
+    bool operator==(const Measured&) const = default;
+};
+
+// Whole, a byte at a time and split at every position: all must agree.
+Measured measure(std::string_view in) {
+    auto one = [](const std::vector<std::string_view>& pieces) {
+        pickup::HeaderCheck h;
+        for (auto p : pieces) h.feed(p);
+        return Measured{h.fields(), h.largest_field(), h.in_header()};
+    };
+    Measured whole = one({in});
+    std::vector<std::string_view> bytes;
+    for (std::size_t i = 0; i < in.size(); ++i) bytes.push_back(in.substr(i, 1));
+    CHECK(one(bytes) == whole);
+    for (std::size_t i = 0; i <= in.size(); ++i) CHECK(one({in.substr(0, i), in.substr(i)}) == whole);
+    return whole;
+}
+
+}  // namespace
+
+TEST_CASE("pickup: the header is measured as it streams by") {
+    struct Case {
+        const char* in;
+        Measured want;
+    } cases[] = {
+        {"", {0, 0, true}},
+        {"Subject: hi\r\n\r\nbody: not a header\r\n", {1, 11, false}},
+        {"A: 1\r\nSubject: hello\r\n folded\r\n\tagain\r\n\r\nx\r\n", {2, 31, false}},
+        {"A: 1\nBB: 22\n\nx\n", {2, 6, false}},  // bare LF ends lines too
+        {"Old-Style : v\r\n\r\n", {1, 13, false}},
+        {"A: 1\r\nno colon here\r\nB: 2\r\n\r\n", {1, 4, false}},  // the body starts at a non-header line
+        {"A: 1\r\n: empty name\r\n\r\n", {1, 4, false}},
+        {" starts with space\r\nA: 1\r\n\r\n", {0, 0, false}},
+        {"A: 1\r\nB", {2, 4, true}},  // the input ends inside the header
+        {"A: x\ry\r\n\r\n", {1, 6, false}},  // a CR inside a line is part of it
+        {"Subject\r\n\r\n", {0, 0, false}},
+    };
+    for (auto& c : cases) {
+        Measured got = measure(c.in);
+        INFO("input " << c.in << ": got fields=" << got.fields << " largest=" << got.largest << " in_header="
+                      << got.in_header << ", want " << c.want.fields << " " << c.want.largest << " "
+                      << c.want.in_header);
+        CHECK(got == c.want);
+    }
+}
+
+TEST_CASE("pickup: header limits at the limit and one over") {
+    auto field = [](std::size_t size) { return "X-Big: " + std::string(size - 7, 'x'); };
+    auto fields = [](std::size_t n) {
+        std::string s;
+        for (std::size_t i = 0; i < n; ++i) s += "X-N: " + std::to_string(i) + "\r\n";
+        return s;
+    };
+    pickup::HeaderCheck at, over, count_at, count_over, folded;
+    at.feed(field(1000) + "\r\n\r\nbody\r\n");
+    over.feed(field(1001) + "\r\n\r\nbody\r\n");
+    count_at.feed(fields(1000) + "\r\nbody\r\n");
+    count_over.feed(fields(1001) + "\r\nbody\r\n");
+    // A field folded over many lines counts as one, CRLFs included.
+    folded.feed("X-Big: a\r\n" + std::string(" b\r\n").append(std::string(" c\r\n")) + "\r\n");
+    CHECK(at.largest_field() == 1000);
+    CHECK(at.problem(1000, 1000).empty());
+    CHECK(over.problem(1000, 1000) == "a header field of 1001 bytes exceeds header_size_limit=1000");
+    CHECK(count_at.problem(1000, 1000).empty());
+    CHECK(count_over.problem(1000, 1000) == "1001 header fields exceed the limit of 1000");
+    CHECK(folded.fields() == 1);
+    CHECK(folded.largest_field() == std::string("X-Big: a\r\n b\r\n c").size());
+    pickup::HeaderCheck both;
+    both.feed(fields(1001) + field(2000) + "\r\n\r\n");
+    CHECK(both.problem(1000, 1000) ==
+          "a header field of 2000 bytes exceeds header_size_limit=1000, and 1002 header fields exceed the limit of 1000");
+}
+
+TEST_CASE("pickup: a header over the limits is queued whole, with a warning") {
+    TempQueue q;
+    std::string log_path = q.path + "/maillog";
+    log::open({.tag = "pickup_test", .file = log_path});
+    std::string big = "X-Big: " + std::string(2000, 'x') + "\r\n";
+    std::string many;
+    for (int i = 0; i < 1001; ++i) many += "X-N: " + std::to_string(i) + "\r\n";
+    const std::string content = big + many + "Subject: big header\r\n\r\nbody\r\n";
+    drop(q, "big", maildrop_env(), content);
+    drop(q, "fine", maildrop_env(), "X-Big: " + std::string(993, 'x') + "\r\n\r\nbody\r\n");  // 1000 bytes: at the limit
+    pickup::Settings s;
+    s.queue_dir = q.path;
+    s.header_size_limit = 1000;
+    pickup::Pickup p(s, [](uid_t) { return std::optional<std::string>("alice"); }, [] { return Now; });
+    p.run_pass();
+    log::open({});
+    CHECK(q.list("maildrop").empty());
+    CHECK(q.list("corrupt").empty());
+    auto in = q.list("incoming");
+    REQUIRE(in.size() == 2);
+    std::string big_id;
+    for (auto& id : in) {
+        auto got = read_queued(q, "incoming", id);
+        if (got.content.find("Subject: big header") == std::string::npos) continue;
+        big_id = id;
+        // Everything after pickup's Received header, byte for byte.
+        CHECK(got.content.substr(got.content.find("X-Big:")) == content);
+    }
+    REQUIRE(!big_id.empty());
+    std::ifstream f(log_path);
+    std::string log_text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    INFO(log_text);
+    CHECK(log_text.find(big_id + ": uid=" + std::to_string(::getuid()) +
+                        ": maildrop file big: a header field of 2007 bytes exceeds header_size_limit=1000, and 1003 "
+                        "header fields exceed the limit of 1000; queued whole, nothing cut") != std::string::npos);
+    CHECK(log_text.find("maildrop file fine") == std::string::npos);
 }

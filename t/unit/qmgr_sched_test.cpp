@@ -1,4 +1,4 @@
-// Unit tests for qmgr's scheduler (qmgr/qmgr.cpp) and router (qmgr/resolve.cpp):
+// Unit tests for qmgr's scheduler (qmgr/qmgr.cpp) and router (delivery/route.cpp):
 // real queue files in a temporary queue directory, a fake delivery agent.
 #include <event2/event.h>
 #include <fcntl.h>
@@ -13,14 +13,15 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "delivery/route.hpp"
 #include "fs/fs.hpp"
 #include "qmgr/qmgr.hpp"
-#include "qmgr/resolve.hpp"
 #include "queue/queue.hpp"
 #include "t/unit/temp_queue.hpp"
 
 using namespace postern;
 using namespace postern::qmgr;
+using namespace postern::delivery;
 
 namespace {
 

@@ -1,12 +1,9 @@
-// qmgr/resolve.cpp - recipient -> transport:nexthop, as Postfix's trivial-rewrite resolves.
-#include "qmgr/resolve.hpp"
+// delivery/route.cpp - recipient -> transport:nexthop, as Postfix's trivial-rewrite resolves.
+#include "delivery/route.hpp"
 
-#include <sysexits.h>
-
-#include "log/log.hpp"
 #include "util/strings.hpp"
 
-namespace postern::qmgr {
+namespace postern::delivery {
 
 std::pair<std::string, std::string> split_transport(std::string_view spec) {
     spec = util::trim(spec);
@@ -96,20 +93,4 @@ Result<Route> Router::resolve(std::string_view address) const {
     return r;
 }
 
-const maps::Map* Router::changed_table() const {
-    for (auto& m : transport_maps_)
-        if (m->changed()) return m.get();
-    return nullptr;
-}
-
-std::unique_ptr<Router> make_router(const config::Params& p) {
-    auto r = std::make_unique<Router>(p);
-    for (auto& spec : util::split_list(p.transport_maps)) {
-        auto m = maps::open(spec);
-        if (!m) log::fatal(EX_CONFIG, "transport_maps: %s", m.error().text.c_str());
-        r->add_transport_map(std::move(*m));
-    }
-    return r;
-}
-
-}  // namespace postern::qmgr
+}  // namespace postern::delivery
