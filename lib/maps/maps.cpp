@@ -14,6 +14,7 @@
 
 #include "log/log.hpp"
 #include "maps/handles.hpp"
+#include "util/assert.hpp"
 #include "util/strings.hpp"
 #include "util/unique_fd.hpp"
 
@@ -142,24 +143,6 @@ Result<void> fsync_path(const std::string& path, int flags) {
     return {};
 }
 
-// Removes the temporary .db unless disarmed (after the rename).
-class TempFile {
-public:
-    explicit TempFile(std::string path) : path_(std::move(path)) {}
-    TempFile(const TempFile&) = delete;
-    TempFile& operator=(const TempFile&) = delete;
-    ~TempFile() {
-        if (armed_) ::unlink(path_.c_str());
-    }
-    const std::string& path() const noexcept { return path_; }
-    void arm() noexcept { armed_ = true; }
-    void disarm() noexcept { armed_ = false; }
-
-private:
-    std::string path_;
-    bool armed_ = false;
-};
-
 // ---- Berkeley DB -----------------------------------------------------------
 
 void db_error_to_log(const DB_ENV*, const char* prefix, const char* message) {
@@ -175,6 +158,21 @@ Result<DbHandle> db_new() {
     db->set_errcall(db.get(), db_error_to_log);
     return db;
 }
+
+// Closes a BDB cursor (DBC->close is a method, so no CDeleter; maps/handles.hpp).
+class Cursor {
+public:
+    explicit Cursor(DBC* c) noexcept : c_(c) {}
+    Cursor(const Cursor&) = delete;
+    Cursor& operator=(const Cursor&) = delete;
+    ~Cursor() {
+        if (c_ != nullptr) c_->close(c_);
+    }
+    DBC* get() const noexcept { return c_; }
+
+private:
+    DBC* c_;
+};
 
 DBT make_dbt(std::string& s) {
     DBT d{};
@@ -363,32 +361,104 @@ Result<void> build(const std::string& source_path, Format format) {
     struct stat src_st {};
     if (::stat(source_path.c_str(), &src_st) != 0)
         return Error::config("stat " + source_path + ": " + errno_text(errno));
-
-    const std::string final_path = source_path + ".db";
-    TempFile tmp(final_path + ".tmp." + std::to_string(::getpid()));
-    Result<DbHandle> db = db_new();
-    if (!db) return db.error();
     // Note: the source's permission bits, so a table of secrets (sasl_passwd)
     // does not become world-readable as its .db. The umask still applies.
-    int mode = static_cast<int>(src_st.st_mode & 0666);
-    int rc = (*db)->open(db->get(), nullptr, tmp.path().c_str(), nullptr, DB_HASH,
-                         DB_CREATE | DB_EXCL, mode);
-    if (rc != 0) return Error::temp("create " + tmp.path() + ": " + db_strerror(rc));
-    tmp.arm();
-    for (Entry& e : *entries) {
-        DBT k = make_dbt(e.key);
-        DBT v = make_dbt(e.value);
+    Result<PendingDb> db = prepare_db(source_path + ".db", *entries, src_st.st_mode & 0666, false);
+    if (!db) return db.error();
+    return db->commit();
+}
+
+// ---- whole tables ------------------------------------------------------------
+
+Result<std::optional<std::vector<Entry>>> read_db(const std::string& db_path) {
+    using Out = std::optional<std::vector<Entry>>;
+    struct stat st {};
+    if (::stat(db_path.c_str(), &st) != 0) {
+        if (errno == ENOENT) return Out();
+        return sys_error("stat", db_path, errno);
+    }
+    Result<DbHandle> db = db_new();
+    if (!db) return db.error();
+    int rc = (*db)->open(db->get(), nullptr, db_path.c_str(), nullptr, DB_HASH, DB_RDONLY, 0);
+    if (rc != 0) return Error::temp("cannot open " + db_path + ": " + db_strerror(rc));
+    DBC* raw = nullptr;
+    rc = (*db)->cursor(db->get(), nullptr, &raw, 0);
+    if (rc != 0) return Error::temp(db_path + ": cursor: " + db_strerror(rc));
+    Cursor cursor(raw);
+    std::vector<Entry> entries;
+    std::size_t total = 0;
+    for (;;) {
+        DBT k{}, v{};
+        // Note: without DB_THREAD the data points into the handle's buffers,
+        // valid until the next call; copied at once.
+        rc = cursor.get()->get(cursor.get(), &k, &v, DB_NEXT);
+        if (rc == DB_NOTFOUND) break;
+        if (rc != 0) return Error::temp(db_path + ": read: " + db_strerror(rc));
+        if (k.size == 0 || k.size > MaxKeyLength || v.size > MaxValueLength)
+            return Error::temp(db_path + ": stored key or value too long");
+        total += k.size + v.size;
+        if (total > MaxSourceSize)
+            return Error::temp(db_path + ": table too large (limit " + std::to_string(MaxSourceSize) + " bytes)");
+        entries.push_back(Entry{std::string(static_cast<const char*>(k.data), k.size),
+                                std::string(static_cast<const char*>(v.data), v.size), 0});
+    }
+    std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.key < b.key; });
+    return Out(std::move(entries));
+}
+
+PendingDb::PendingDb(PendingDb&& o) noexcept
+    : temp_path_(std::move(o.temp_path_)), final_path_(std::move(o.final_path_)),
+      armed_(std::exchange(o.armed_, false)) {}
+
+PendingDb::~PendingDb() {
+    if (armed_) ::unlink(temp_path_.c_str());
+}
+
+Result<void> PendingDb::commit() {
+    POSTERN_ASSERT(armed_);
+    if (::rename(temp_path_.c_str(), final_path_.c_str()) != 0)
+        return Error::temp("rename " + temp_path_ + " to " + final_path_ + ": " + errno_text(errno));
+    armed_ = false;
+    return fsync_path(dir_of(final_path_), O_RDONLY | O_DIRECTORY);
+}
+
+Result<PendingDb> prepare_db(const std::string& db_path, const std::vector<Entry>& entries, mode_t mode,
+                             bool exact_mode) {
+    PendingDb pending(db_path + ".tmp." + std::to_string(::getpid()), db_path);
+    const std::string& tmp = pending.temp_path_;
+    Result<DbHandle> db = db_new();
+    if (!db) return db.error();
+    int rc = (*db)->open(db->get(), nullptr, tmp.c_str(), nullptr, DB_HASH, DB_CREATE | DB_EXCL,
+                         static_cast<int>(mode & 07777));
+    if (rc != 0) return Error::temp("create " + tmp + ": " + db_strerror(rc));
+    pending.armed_ = true;
+    if (exact_mode) {
+        int fd = -1;
+        rc = (*db)->fd(db->get(), &fd);
+        if (rc != 0) return Error::temp(tmp + ": Berkeley DB descriptor: " + db_strerror(rc));
+        if (::fchmod(fd, mode & 07777) != 0) return sys_error("chmod", tmp, errno);
+    }
+    for (const Entry& e : entries) {
+        std::string key = util::to_lower(e.key);
+        std::string value = e.value;
+        if (key.empty() || key.size() > MaxKeyLength || value.size() > MaxValueLength)
+            return Error::config(db_path + ": key \"" + util::printable(key) + "\": empty or too long, or value too long");
+        DBT k = make_dbt(key);
+        DBT v = make_dbt(value);
         rc = (*db)->put(db->get(), nullptr, &k, &v, DB_NOOVERWRITE);
-        if (rc != 0)
-            return Error::temp(tmp.path() + ": store \"" + util::printable(e.key) + "\": " + db_strerror(rc));
+        if (rc == DB_KEYEXIST) return Error::config(db_path + ": key \"" + util::printable(key) + "\" given twice");
+        if (rc != 0) return Error::temp(tmp + ": store \"" + util::printable(key) + "\": " + db_strerror(rc));
     }
     rc = db->close();  // writes out the cached pages
-    if (rc != 0) return Error::temp("close " + tmp.path() + ": " + db_strerror(rc));
-    if (Result<void> r = fsync_path(tmp.path(), O_RDONLY); !r) return r;
-    if (::rename(tmp.path().c_str(), final_path.c_str()) != 0)
-        return Error::temp("rename " + tmp.path() + " to " + final_path + ": " + errno_text(errno));
-    tmp.disarm();
-    return fsync_path(dir_of(source_path), O_RDONLY | O_DIRECTORY);
+    if (rc != 0) return Error::temp("close " + tmp + ": " + db_strerror(rc));
+    if (Result<void> r = fsync_path(tmp, O_RDONLY); !r) return r.error();
+    return pending;
+}
+
+Result<void> write_db(const std::string& db_path, const std::vector<Entry>& entries, mode_t mode) {
+    Result<PendingDb> db = prepare_db(db_path, entries, mode);
+    if (!db) return db.error();
+    return db->commit();
 }
 
 }  // namespace postern::maps

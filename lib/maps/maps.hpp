@@ -15,6 +15,8 @@
 //   maps::build("/etc/postern/aliases", Format::Aliases);
 //   auto entries = maps::parse_source(text, Format::Postmap, "virtual");
 //   if ((*m)->changed()) ...;   // rebuilt since open: restart (chrooted) or open again
+//   auto all = maps::read_db("/etc/postern/users.db");   // Result<optional<vector<Entry>>>
+//   maps::write_db("/etc/postern/users.db", entries, 0600);
 // CHANGES
 //   changed() is like Postfix's dict_changed_name(): a long-running daemon asks it
 //   before new work and, when true, finishes what it is doing and exits (or,
@@ -48,7 +50,12 @@
 //   database fails or holds a value longer than MaxValueLength. build: Config
 //   for the source, Temp for writing the .db; on failure no temp file is left and
 //   the old .db is untouched. changed() cannot fail: an fstat error counts as
-//   "changed" (a fresh process opens the table again).
+//   "changed" (a fresh process opens the table again). read_db: nullopt for a
+//   missing file; Error::temp when it cannot be read or holds a key or value
+//   over the limits. prepare_db/write_db: Error::config for an empty or
+//   over-long key, an over-long value or a key given twice (after folding),
+//   Error::temp for writing; on failure no temp file is left and the old .db
+//   is untouched.
 // SECURITY
 //   Sources are written by the administrator, but lookup keys come from the
 //   network: they are bounded by MaxKeyLength and never need a NUL terminator.
@@ -58,6 +65,8 @@
 // SEE ALSO
 //   postmap(1), postalias(1), aliases(5); maps/handles.hpp
 #pragma once
+
+#include <sys/types.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -129,5 +138,48 @@ Result<std::unique_ptr<Map>> open(std::string_view spec, Format format = Format:
 // file (the rename replaces the inode) and their changed() turns true; the
 // next open() sees the new one.
 Result<void> build(const std::string& source_path, Format format);
+
+// ---- whole tables, for programs that own one (auth/users.hpp) ----
+
+// Every entry of the Berkeley DB hash file db_path (the .db itself, not a
+// source), sorted by key, with line = 0. nullopt when the file does not exist.
+// The file is trusted to be ours, but still read within MaxKeyLength,
+// MaxValueLength and MaxSourceSize bytes in all.
+Result<std::optional<std::vector<Entry>>> read_db(const std::string& db_path);
+
+class PendingDb;
+// Writes entries (keys folded to lower case, values as given) to a new hash
+// file with exactly the permission bits `mode` (the umask does not apply);
+// exact_mode = false lets the umask apply, as build() does.
+Result<PendingDb> prepare_db(const std::string& db_path, const std::vector<Entry>& entries, mode_t mode,
+                             bool exact_mode = true);
+// prepare_db + commit: replaces db_path atomically.
+Result<void> write_db(const std::string& db_path, const std::vector<Entry>& entries, mode_t mode);
+
+// What prepare_db returns: a new .db, complete and fsync'ed under a temporary
+// name beside its final path (db_path.tmp.<pid>) but not in place yet:
+// commit() renames it over db_path and fsyncs the directory. Destroying it
+// uncommitted removes the temporary file. Lets a caller that keeps two tables
+// in step write both before it replaces either.
+class PendingDb {
+public:
+    PendingDb(PendingDb&& o) noexcept;
+    PendingDb& operator=(PendingDb&&) = delete;
+    PendingDb(const PendingDb&) = delete;
+    PendingDb& operator=(const PendingDb&) = delete;
+    ~PendingDb();
+
+    // Once only. If only the directory fsync fails, db_path already has the
+    // new table but the error is still returned.
+    Result<void> commit();
+    const std::string& temp_path() const noexcept { return temp_path_; }
+
+private:
+    friend Result<PendingDb> prepare_db(const std::string&, const std::vector<Entry>&, mode_t, bool);
+    PendingDb(std::string temp_path, std::string final_path) noexcept
+        : temp_path_(std::move(temp_path)), final_path_(std::move(final_path)) {}
+    std::string temp_path_, final_path_;
+    bool armed_ = false;  // the temp file exists and is ours to remove
+};
 
 }  // namespace postern::maps
