@@ -1,4 +1,4 @@
-// postern: the control command. postern [-c DIR] start|stop|reload|status|check|queue ...; postern map build|query
+// postern: the control command. postern [-c DIR] start|stop|reload|status|check|queue ...|user ...; postern map build|query
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -10,6 +10,7 @@
 #include "postern/check.hpp"
 #include "postern/control.hpp"
 #include "postern/queue_cmd.hpp"
+#include "postern/user_cmd.hpp"
 
 #include <iostream>
 
@@ -21,6 +22,9 @@ int usage() {
                  "usage: postern [-c config_directory] start | stop | reload | status | check\n"
                  "       postern [-c config_directory] queue list [--json] | show QUEUE_ID | flush\n"
                  "       postern [-c config_directory] queue hold | release | delete | requeue QUEUE_ID... | ALL | -\n"
+                 "       postern [-c config_directory] user add ADDRESS [--mailbox PATH] [--quota BYTES[k|M|G]]\n"
+                 "       postern [-c config_directory] user passwd ADDRESS | del ADDRESS | list [--json]\n"
+                 "                                        (passwords: from the terminal, or one line on stdin)\n"
                  "       postern map build [-a] FILE      (-a: aliases(5) format; writes FILE.db)\n"
                  "       postern map query TYPE:FILE KEY  (prints the value; exit 1 when not found)\n");
     return EX_USAGE;
@@ -73,6 +77,10 @@ int main(int argc, char** argv) {
     if (i >= argc) return usage();
     std::string cmd = argv[i++];
     if (cmd == "map") return map_command(argc, argv, i);
+    if (cmd == "user") {
+        int code = user_cmd::run(dir, {argv + i, argv + argc}, std::cout);
+        return code == EX_USAGE ? usage() : code;
+    }
     if (cmd == "queue") {
         auto cfg = config::Config::load(dir);
         if (!cfg) {
