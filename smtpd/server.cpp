@@ -112,6 +112,7 @@ Resources load_resources(service::Context& ctx) {
     const auto& p = ctx.params();
     Resources r;
     r.recipients.load(p);
+    r.senders.load(p);
     load_resolver(ctx, r);
     bool need = p.smtpd_tls_security_level == "encrypt" || p.smtpd_tls_wrappermode;
     if (p.smtpd_tls_security_level == "none" && !p.smtpd_tls_wrappermode) return r;
@@ -136,7 +137,7 @@ Resources load_resources(service::Context& ctx) {
 }
 
 Server::Server(service::Context& ctx, Resources res)
-    : ctx_(ctx), recipients_(std::move(res.recipients)), tls_(std::move(res.tls)), resolver_(std::move(res.resolver)),
+    : ctx_(ctx), recipients_(std::move(res.recipients)), senders_(std::move(res.senders)), tls_(std::move(res.tls)), resolver_(std::move(res.resolver)),
       peername_timeout_(res.peername_timeout), wrapper_(ctx.params().smtpd_tls_wrappermode),
       queue_dir_(ctx.options().chroot ? "/" : ctx.params().queue_directory), pool_(ctx.base()) {
     auto s = Settings::from(ctx.params());
@@ -145,6 +146,11 @@ Server::Server(service::Context& ctx, Resources res)
     auto ex = util::NetList::parse(ctx.params().smtpd_client_event_limit_exceptions);
     if (!ex) log::fatal(EX_CONFIG, "smtpd_client_event_limit_exceptions: %s", ex.error().text.c_str());
     limit_exceptions_ = std::move(*ex);
+    if (settings_.sasl_enabled) {
+        const std::string& sp = ctx.params().smtpd_sasl_path;
+        std::string path = sp.starts_with("/") ? sp : (queue_dir_ == "/" ? "/" : queue_dir_ + "/") + sp;
+        auth_ = std::make_unique<auth::Client>(ctx.base(), path, std::chrono::seconds(60));
+    }
     trigger_timer_ = event::Event::timer(ctx.base(), [this] {
         last_trigger_ = {};
         trigger_qmgr();
@@ -232,7 +238,9 @@ void Server::arm(Conn* cp) {
 void Server::accept(service::Connection c) {
     // Like Postfix: this client still gets the old table; the next ones get
     // a fresh smtpd that opens the new one (we cannot: we are in the jail).
-    if (const maps::Map* m = recipients_.changed_table()) ctx_.request_exit("table " + m->spec() + " has changed");
+    const maps::Map* m = recipients_.changed_table();
+    if (!m) m = senders_.changed_table();
+    if (m) ctx_.request_exit("table " + m->spec() + " has changed");
     bool implicit = wrapper_ && tls_;
     auto conn = std::make_unique<Conn>(*this, std::move(c), implicit);
     Conn* cp = conn.get();
@@ -316,6 +324,8 @@ Result<std::unique_ptr<MessageWriter>> Server::open_message(const Envelope& env)
     qe.client_addr = env.client_addr;
     qe.helo = env.helo;
     qe.protocol = env.protocol;
+    qe.sasl_method = env.sasl_method;
+    qe.sasl_username = env.sasl_username;
     qe.origin = "smtpd";
     qe.sender = env.sender;
     qe.envid = env.envid;
@@ -333,6 +343,35 @@ void Server::commit(std::unique_ptr<MessageWriter> w, std::function<void(Result<
         if (r) trigger_qmgr();
         done(std::move(r));
     });
+}
+
+void Server::authenticate(std::string_view mechanism, std::string_view user, std::string_view password,
+                          const Peer& client, bool tls, std::function<void(AuthOutcome, AuthUser)> done) {
+    auth::VerifyRequest req;
+    req.service = "smtpd";
+    req.mechanism = std::string(mechanism);
+    req.user = std::string(user);
+    req.password = std::string(password);
+    req.client_addr = client.addr;
+    req.client_name = client.name;
+    req.tls = tls;
+    auth_->send(std::move(req), [done = std::move(done)](const auth::Reply& r) {
+        AuthUser u;
+        if (r.user) {
+            u.name = r.user->name;
+            u.virtual_user = r.user->kind == auth::UserInfo::Kind::Virtual;
+        }
+        switch (r.outcome) {
+            case auth::Outcome::Ok: return done(AuthOutcome::Ok, std::move(u));
+            case auth::Outcome::Fail: return done(AuthOutcome::Fail, std::move(u));
+            case auth::Outcome::Locked: return done(AuthOutcome::Locked, std::move(u));
+            case auth::Outcome::TempFail: return done(AuthOutcome::TempFail, std::move(u));
+        }
+    });
+}
+
+std::optional<bool> Server::sender_owned(std::string_view sender, const AuthUser& user) {
+    return senders_.owned(sender, user);
 }
 
 std::int64_t Server::now_us() {

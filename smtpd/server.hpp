@@ -28,11 +28,13 @@
 #include <memory>
 #include <string>
 
+#include "auth/client.hpp"
 #include "dns/dns.hpp"
 #include "queue/queue.hpp"
 #include "service/service.hpp"
 #include "smtpd/peername.hpp"
 #include "smtpd/recipients.hpp"
+#include "smtpd/senders.hpp"
 #include "smtpd/session.hpp"
 #include "tls/tls.hpp"
 
@@ -44,6 +46,7 @@ namespace postern::smtpd {
 // No resolver when smtpd_peername_lookup = no: every client is "unknown".
 struct Resources {
     LocalRecipients recipients;
+    SenderLogins senders;
     tls::SslCtxPtr tls;
     std::unique_ptr<dns::Resolver> resolver;
     std::chrono::milliseconds peername_timeout{10000};
@@ -62,6 +65,9 @@ public:
     Result<std::unique_ptr<MessageWriter>> open_message(const Envelope& env) override;
     void commit(std::unique_ptr<MessageWriter> w, std::function<void(Result<std::string>)> done) override;
     std::int64_t now_us() override;
+    void authenticate(std::string_view mechanism, std::string_view user, std::string_view password, const Peer& client,
+                      bool tls, std::function<void(AuthOutcome, AuthUser)> done) override;
+    std::optional<bool> sender_owned(std::string_view sender, const AuthUser& user) override;
 
 private:
     struct Conn;
@@ -73,6 +79,7 @@ private:
     service::Context& ctx_;
     Settings settings_;
     LocalRecipients recipients_;
+    SenderLogins senders_;
     tls::SslCtxPtr tls_;
     // Before conns_: the sessions' lookups must go before the resolver does.
     std::unique_ptr<dns::Resolver> resolver_;
@@ -80,6 +87,7 @@ private:
     bool wrapper_ = false;
     std::string queue_dir_;
     queue::CommitPool pool_;
+    std::unique_ptr<auth::Client> auth_;  // smtpd_sasl_auth_enable: the auth daemon
     std::map<Conn*, std::unique_ptr<Conn>> conns_;
     std::map<std::string, int> per_client_;
     util::NetList limit_exceptions_;

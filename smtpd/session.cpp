@@ -23,7 +23,11 @@ Result<Settings> Settings::from(const config::Params& p) {
     else if (p.smtpd_tls_security_level != "may" && p.smtpd_tls_security_level != "none")
         return Error::config("smtpd_tls_security_level: want none, may or encrypt, not \"" +
                              util::printable(p.smtpd_tls_security_level, 40) + "\"");
-    s.auth_required = p.smtpd_sasl_auth_enable;
+    s.sasl_enabled = p.smtpd_sasl_auth_enable;
+    s.auth_required = p.smtpd_sasl_auth_required;
+    s.tls_auth_only = p.smtpd_tls_auth_only;
+    s.sasl_failure_limit = static_cast<std::size_t>(p.smtpd_sasl_failure_limit);
+    s.sender_login_check = p.smtpd_reject_sender_login_mismatch;
     s.size_limit = static_cast<std::uint64_t>(p.message_size_limit);
     s.rcpt_limit = static_cast<std::size_t>(p.smtpd_recipient_limit);
     s.line_limit = static_cast<std::size_t>(p.line_length_limit);
@@ -114,7 +118,8 @@ void Session::on_timeout() {
 
 std::string Session::proto() const {
     if (!ehlo_) return "SMTP";
-    return io_.tls_active() ? "ESMTPS" : "ESMTP";
+    // RFC 3848: ESMTPS with TLS, ESMTPA / ESMTPSA after AUTH.
+    return std::string(io_.tls_active() ? "ESMTPS" : "ESMTP") + (auth_user_ ? "A" : "");
 }
 
 void Session::log_reject(const std::string& cmd, const std::string& text, const std::string& to) {
@@ -211,10 +216,12 @@ void Session::process() {
             }
             continue;
         }
+        // A SASL response may be longer than a command line.
+        std::size_t limit = sasl_ ? std::max(s_.line_limit, sasl::MaxResponseLength) : s_.line_limit;
         auto nl = avail.find('\n');
         if (nl == std::string_view::npos) {
             // A line at the limit may wait for the LF after its CR.
-            if (avail.size() > s_.line_limit + (avail.back() == '\r' ? 1 : 0)) {
+            if (avail.size() > limit + (avail.back() == '\r' ? 1 : 0)) {
                 // Drop what we have; refuse the whole line when it ends.
                 discarding_line_ = true;
                 pos = in_.size();
@@ -224,10 +231,19 @@ void Session::process() {
         std::string_view line = avail.substr(0, nl);
         pos += nl + 1;
         if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-        if (discarding_line_ || line.size() > s_.line_limit) {
+        if (discarding_line_ || line.size() > limit) {
             discarding_line_ = false;
-            log::warn("%s: command line longer than line_length_limit=%zu refused", peer_.text().c_str(), s_.line_limit);
-            error_reply("500 5.5.2 Error: line too long");
+            log::warn("%s: command line longer than line_length_limit=%zu refused", peer_.text().c_str(), limit);
+            if (sasl_) {
+                sasl_.reset();
+                auth_failed("500 5.5.6 Authentication exchange line is too long");
+            } else {
+                error_reply("500 5.5.2 Error: line too long");
+            }
+            continue;
+        }
+        if (sasl_) {
+            sasl_line(line);
             continue;
         }
         bool more = pos < in_.size();
@@ -293,15 +309,12 @@ bool Session::handle_line(std::string_view line) {
             break;
         case Verb::Help:
             count("help", true);
-            reply("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS");
+            reply("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH");
             break;
         case Verb::Starttls:
             // After a successful STARTTLS the rest of the input is dropped.
             return !do_starttls(c);
-        case Verb::Auth:
-            count("auth", false);
-            error_reply("503 5.5.1 Error: authentication not enabled");
-            break;
+        case Verb::Auth: do_auth(c); break;
         case Verb::Unknown:
             count("unknown", false);
             error_reply("502 5.5.2 Error: command not recognized");
@@ -327,6 +340,7 @@ void Session::do_helo(const Command& c, bool ehlo) {
     }
     std::string r = "250-" + s_.hostname + "\r\n250-PIPELINING\r\n250-SIZE " + std::to_string(s_.size_limit) + "\r\n";
     if (io_.tls_available() && !io_.tls_active()) r += "250-STARTTLS\r\n";
+    if (auth_offered()) r += "250-AUTH PLAIN LOGIN\r\n";
     r += "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING";
     reply(r);
 }
@@ -336,7 +350,7 @@ void Session::do_mail(const Command& c) {
     if (!greeted_) return error_reply("503 5.5.1 Error: send HELO/EHLO first");
     if (have_mail_) return error_reply("503 5.5.1 Error: nested MAIL command");
     if (s_.tls_required && !io_.tls_active()) return error_reply("530 5.7.0 Must issue a STARTTLS command first");
-    if (s_.auth_required) return error_reply("530 5.7.0 Authentication required");
+    if (s_.auth_required && !auth_user_) return error_reply("530 5.7.0 Authentication required");
     auto path = parse_path(c.arg, "FROM:", true, false);
     if (!path) return error_reply(path.error().text);
     if (!ehlo_ && !path->params.empty()) return error_reply("555 5.5.4 Unsupported option: " + path->params[0].first);
@@ -346,6 +360,20 @@ void Session::do_mail(const Command& c) {
     if (params->size && *params->size > s_.size_limit) {
         log_reject("MAIL", "552 5.3.4 Message size exceeds fixed limit", "");
         return error_reply("552 5.3.4 Message size exceeds fixed limit");
+    }
+    if (auth_user_ && s_.sender_login_check && !path->address.empty()) {
+        auto owned = backend_.sender_owned(util::to_lower(path->address), *auth_user_);
+        if (!owned) {
+            std::string text = "451 4.3.0 <" + path->address + ">: Sender address rejected: Temporary lookup failure";
+            log_reject("MAIL", text, "");
+            return reply(text);
+        }
+        if (!*owned) {
+            std::string text = "553 5.7.1 <" + path->address + ">: Sender address rejected: not owned by user " +
+                               util::printable(auth_user_->name, 300);
+            log_reject("MAIL", text, "");
+            return error_reply(text);
+        }
     }
     have_mail_ = true;
     mail_params_ = *params;
@@ -420,7 +448,7 @@ void Session::do_rcpt(const Command& c) {
                 return error_reply(text);
             }
         }
-    } else if (!s_.relay_domains.count(dom) && !s_.mynetworks.contains(peer_.addr)) {
+    } else if (!s_.relay_domains.count(dom) && !s_.mynetworks.contains(peer_.addr) && !auth_user_) {
         std::string text = "554 5.7.1 <" + addr + ">: Relay access denied";
         log_reject("RCPT", text, addr);
         return error_reply(text);
@@ -470,6 +498,110 @@ void Session::tls_started() {
     greeted_ = ehlo_ = false;
     helo_.clear();
     in_.clear();
+    sasl_.reset();
+    auth_user_.reset();
+}
+
+// RFC 4954 with RFC 8314's advice: credentials only over TLS, except from
+// this machine when smtpd_tls_auth_only = no.
+bool Session::auth_offered() const {
+    if (!s_.sasl_enabled) return false;
+    if (io_.tls_active()) return true;
+    return !s_.tls_auth_only && util::is_loopback(peer_.addr);
+}
+
+void Session::do_auth(const Command& c) {
+    count("auth", false);
+    if (!s_.sasl_enabled) return error_reply("503 5.5.1 Error: authentication not enabled");
+    if (!ehlo_) return error_reply("503 5.5.1 Error: send EHLO first");
+    if (s_.tls_required && !io_.tls_active()) return error_reply("530 5.7.0 Must issue a STARTTLS command first");
+    if (!auth_offered())
+        return error_reply("538 5.7.11 Encryption required for requested authentication mechanism");
+    if (auth_user_) return error_reply("503 5.5.1 Error: already authenticated");
+    if (have_mail_) return error_reply("503 5.5.1 Error: MAIL transaction in progress");
+    auto args = util::split_ws(c.arg);
+    if (args.empty() || args.size() > 2) return error_reply("501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+    auto mech = sasl::parse_mechanism(args[0]);
+    if (!mech) return error_reply("504 5.5.4 Unrecognized authentication type");
+    sasl_ = std::make_unique<sasl::SaslServer>(*mech);
+    std::optional<std::string_view> initial;
+    if (args.size() == 2) initial = args[1];
+    sasl_step(sasl_->start(initial));
+}
+
+void Session::sasl_line(std::string_view line) { sasl_step(sasl_->next(line)); }
+
+void Session::sasl_step(const sasl::SaslServer::Step& step) {
+    using Kind = sasl::SaslServer::Step::Kind;
+    using Failure = sasl::SaslServer::Failure;
+    if (step.kind == Kind::Challenge) return reply("334 " + step.challenge);
+    if (step.kind == Kind::Failed) {
+        auto mech = sasl_->mechanism();
+        sasl_.reset();
+        switch (step.failure) {
+            case Failure::Aborted: return error_reply("501 5.7.0 Authentication aborted");
+            case Failure::BadEncoding:
+                log::warn("%s: SASL %s authentication failed: undecodable response", peer_.text().c_str(),
+                          std::string(sasl::mechanism_name(mech)).c_str());
+                return auth_failed("501 5.5.2 Cannot decode response");
+            default:
+                log::warn("%s: SASL %s authentication failed: malformed response", peer_.text().c_str(),
+                          std::string(sasl::mechanism_name(mech)).c_str());
+                return auth_failed("535 5.7.8 Error: authentication failed: malformed response");
+        }
+    }
+    // Done: ask the auth daemon; input waits (no pipelining past AUTH).
+    paused_ = true;
+    std::weak_ptr<bool> alive = alive_;
+    const auto& cr = sasl_->credentials();
+    backend_.authenticate(sasl::mechanism_name(sasl_->mechanism()), cr.user, cr.password, peer_, io_.tls_active(),
+                          [this, alive](AuthOutcome o, AuthUser u) {
+                              auto a = alive.lock();
+                              if (!a || !*a) return;
+                              auth_done(o, std::move(u));
+                          });
+}
+
+void Session::auth_done(AuthOutcome outcome, AuthUser user) {
+    std::string method(sasl_ ? sasl::mechanism_name(sasl_->mechanism()) : "PLAIN");
+    sasl_.reset();
+    paused_ = false;
+    if (outcome == AuthOutcome::Ok) {
+        user.method = method;
+        auth_user_ = std::move(user);
+        count_ok("auth");
+        reply("235 2.7.0 Authentication successful");
+    } else {
+        // Note: exactly the shape fail2ban's postfix-sasl filter matches (the
+        // line ends with letters and spaces only); the auth daemon logs the user.
+        if (outcome == AuthOutcome::TempFail) {
+            log::warn("%s: SASL %s authentication not checked: auth service unavailable", peer_.text().c_str(),
+                      method.c_str());
+            reply("454 4.7.0 Temporary authentication failure");
+        } else {
+            bool locked = outcome == AuthOutcome::Locked;
+            log::warn("%s: SASL %s authentication failed: %s", peer_.text().c_str(), method.c_str(),
+                      locked ? "too many failures" : "authentication failure");
+            auth_failed(locked ? "454 4.7.0 Temporary authentication failure: too many failed attempts, try again later"
+                               : "535 5.7.8 Error: authentication failed: authentication failure");
+        }
+    }
+    if (!closed_) {
+        process();
+        io_.resume();
+    }
+}
+
+// A failed exchange: counted against smtpd_sasl_failure_limit.
+void Session::auth_failed(const std::string& reply_text) {
+    ++auth_failures_;
+    error_reply(reply_text);
+    if (closed_ || auth_failures_ < s_.sasl_failure_limit) return;
+    log::warn("%s: too many failed AUTH attempts (smtpd_sasl_failure_limit=%zu)", peer_.text().c_str(),
+              s_.sasl_failure_limit);
+    reply("421 4.7.0 " + s_.hostname + " Error: too many failed authentication attempts");
+    io_.close();
+    closed_ = true;
 }
 
 bool Session::open_writer() {
@@ -478,13 +610,21 @@ bool Session::open_writer() {
     env_.client_addr = peer_.addr;
     env_.helo = helo_;
     env_.protocol = proto();
+    if (auth_user_) {
+        env_.sasl_method = auth_user_->method;
+        env_.sasl_username = auth_user_->name;
+    }
     auto w = backend_.open_message(env_);
     if (!w) {
         log::warn("%s: cannot create queue file: %s", peer_.text().c_str(), w.error().text.c_str());
         return false;
     }
     writer_ = std::move(*w);
-    log::info("%s: client=%s", writer_->id().c_str(), peer_.text().c_str());
+    if (auth_user_)
+        log::info("%s: client=%s, sasl_method=%s, sasl_username=%s", writer_->id().c_str(), peer_.text().c_str(),
+                  auth_user_->method.c_str(), util::printable(auth_user_->name, 300).c_str());
+    else
+        log::info("%s: client=%s", writer_->id().c_str(), peer_.text().c_str());
     if (auto r = writer_->append(received_header()); !r) write_failed_ = true;
     return true;
 }

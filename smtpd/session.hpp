@@ -3,7 +3,8 @@
 // PURPOSE
 //   The RFC 5321 state machine: greeting, EHLO/HELO, MAIL, RCPT, DATA, BDAT,
 //   RSET, NOOP, QUIT, VRFY, HELP, STARTTLS, with PIPELINING, SIZE, 8BITMIME,
-//   SMTPUTF8, DSN, CHUNKING and ENHANCEDSTATUSCODES; relay control, recipient
+//   SMTPUTF8, DSN, CHUNKING and ENHANCEDSTATUSCODES, AUTH PLAIN/LOGIN (RFC
+//   4954, checked by the Backend); relay control, recipient
 //   validation, limits, the Received header and Postfix-shaped log lines. It
 //   takes bytes and answers through an Io; storage and lookups go through a
 //   Backend. Unit tests drive it directly; smtpd/server.cpp connects it to
@@ -35,6 +36,7 @@
 #include <string_view>
 #include <vector>
 
+#include "auth/sasl.hpp"
 #include "config/config.hpp"
 #include "smtpd/data.hpp"
 #include "smtpd/protocol.hpp"
@@ -52,7 +54,11 @@ struct Settings {
     std::set<std::string> virtual_domains;
     util::NetList mynetworks;
     bool tls_required = false;     // smtpd_tls_security_level = encrypt
-    bool auth_required = false;    // submission: AUTH before MAIL
+    bool sasl_enabled = false;     // offer AUTH (smtpd_sasl_auth_enable)
+    bool auth_required = false;    // submission: AUTH before MAIL (smtpd_sasl_auth_required)
+    bool tls_auth_only = true;     // no AUTH in plaintext, except to loopback clients when false
+    std::size_t sasl_failure_limit = 3;
+    bool sender_login_check = false;  // smtpd_reject_sender_login_mismatch
     std::uint64_t size_limit = 10240000;
     std::size_t rcpt_limit = 1000;
     std::size_t line_limit = 2048;
@@ -72,6 +78,15 @@ struct Peer {
     std::string text() const { return name + "[" + addr + "]"; }
 };
 
+// Who authenticated, as the auth daemon named them.
+struct AuthUser {
+    std::string name;      // "alice" or "alice@example.org"
+    bool virtual_user = false;
+    std::string method;    // "PLAIN", "LOGIN"
+};
+
+enum class AuthOutcome { Ok, Fail, Locked, TempFail };
+
 struct Recipient {
     std::string address;
     std::string orcpt;
@@ -82,6 +97,7 @@ struct Recipient {
 struct Envelope {
     std::int64_t arrival_us = 0;
     std::string client_name, client_addr, helo, protocol, sender, envid, ret, body;
+    std::string sasl_method, sasl_username;
     bool smtputf8 = false;
     std::vector<Recipient> recipients;
 };
@@ -107,6 +123,13 @@ public:
     // loop; calls done on the loop with the queue ID or an error.
     virtual void commit(std::unique_ptr<MessageWriter> w, std::function<void(Result<std::string>)> done) = 0;
     virtual std::int64_t now_us() = 0;
+    // Checks a password with the auth daemon, off the event loop; done runs on
+    // the loop, never inside this call. user: the canonical name when Ok.
+    virtual void authenticate(std::string_view mechanism, std::string_view user, std::string_view password,
+                              const Peer& client, bool tls, std::function<void(AuthOutcome, AuthUser)> done) = 0;
+    // Does this authenticated user own the envelope sender (lower-cased)?
+    // nullopt: cannot tell now (table down).
+    virtual std::optional<bool> sender_owned(std::string_view sender, const AuthUser& user) = 0;
 };
 
 class Io {
@@ -160,6 +183,12 @@ private:
     void do_bdat(const Command& c);
     void do_vrfy(const Command& c);
     bool do_starttls(const Command& c);  // true: TLS is starting
+    void do_auth(const Command& c);
+    void sasl_line(std::string_view line);
+    void sasl_step(const sasl::SaslServer::Step& step);
+    void auth_done(AuthOutcome outcome, AuthUser user);
+    void auth_failed(const std::string& reply_text);
+    bool auth_offered() const;
     bool open_writer();
     void content(std::string_view bytes);
     void write(std::string_view bytes);
@@ -184,6 +213,11 @@ private:
     bool ehlo_ = false, greeted_ = false;
     std::size_t errors_ = 0;
     std::vector<std::pair<std::string, std::pair<int, int>>> counts_;  // name -> (ok, total)
+
+    // SMTP AUTH: an exchange in progress, its outcome, failures so far.
+    std::unique_ptr<sasl::SaslServer> sasl_;
+    std::optional<AuthUser> auth_user_;
+    std::size_t auth_failures_ = 0;
 
     // Transaction.
     bool have_mail_ = false;

@@ -76,4 +76,9 @@ bool NetList::contains(std::string_view addr) const {
     return false;
 }
 
+bool is_loopback(std::string_view addr) {
+    static const NetList loopback = *NetList::parse("127.0.0.0/8 [::1]/128");
+    return loopback.contains(addr);
+}
+
 }  // namespace postern::util

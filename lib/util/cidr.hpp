@@ -34,4 +34,7 @@ private:
     std::vector<Net> nets_;
 };
 
+// 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104: a client on this machine.
+bool is_loopback(std::string_view addr);
+
 }  // namespace postern::util

@@ -11,11 +11,11 @@ namespace {
 
 struct FakeIo : Io {
     std::string out;
-    bool closed = false, tls = false, started_tls = false;
+    bool closed = false, tls = false, started_tls = false, active = false;
     void reply(std::string_view t) override { out += t; }
     void close() override { closed = true; }
     bool tls_available() const override { return tls; }
-    bool tls_active() const override { return false; }
+    bool tls_active() const override { return active; }
     std::string tls_summary() const override { return {}; }
     void start_tls() override { started_tls = true; }
 };
@@ -63,6 +63,29 @@ struct FakeBackend : Backend {
         else done(r);
     }
     std::int64_t now_us() override { return 1700000000000000; }
+
+    // The auth daemon: alice/secret (system), vera@virt.example/pw (virtual);
+    // user "locked" is locked out, "down" is a backend failure.
+    bool auth_async = false;
+    std::function<void()> auth_pending;
+    std::vector<std::string> auth_calls;  // "MECH user password tls"
+    void authenticate(std::string_view mech, std::string_view user, std::string_view password, const Peer&, bool tls,
+                      std::function<void(AuthOutcome, AuthUser)> done) override {
+        auth_calls.push_back(std::string(mech) + " " + std::string(user) + " " + std::string(password) + " " +
+                             (tls ? "tls" : "plain"));
+        AuthOutcome o = AuthOutcome::Fail;
+        AuthUser u;
+        if (user == "alice" && password == "secret") o = AuthOutcome::Ok, u.name = "alice";
+        if (user == "vera@virt.example" && password == "pw") o = AuthOutcome::Ok, u.name = user, u.virtual_user = true;
+        if (user == "locked") o = AuthOutcome::Locked;
+        if (user == "down") o = AuthOutcome::TempFail;
+        auth_pending = [done, o, u] { done(o, u); };
+        if (!auth_async) auth_pending();
+    }
+    std::optional<bool> sender_owned(std::string_view sender, const AuthUser& user) override {
+        if (sender == "down@example.org") return std::nullopt;
+        return sender == user.name + "@example.org" || sender == user.name;
+    }
 };
 
 Settings settings() {
@@ -242,4 +265,156 @@ TEST_CASE("virtual mailbox domains: known users and postmaster accepted, unknown
            false);
     CHECK(codes(r.io.out) == std::vector<std::string>{"220", "250", "250", "250", "250", "250", "550", "451"});
     CHECK(r.io.out.find("User unknown in virtual mailbox table") != std::string::npos);
+}
+
+namespace {
+
+// "\0user\0password" in base64, as AUTH PLAIN sends it.
+std::string plain(const std::string& user, const std::string& pw) {
+    return sasl::base64_encode(std::string("\0", 1) + user + std::string("\0", 1) + pw);
+}
+
+struct AuthRun : Run {
+    explicit AuthRun(bool tls_active = true, std::string addr = "192.0.2.1", bool tls_auth_only = true)
+        : Run(addr) {
+        // Settings are read per command, so changing them after start() is fine.
+        s.sasl_enabled = true;
+        s.tls_auth_only = tls_auth_only;
+        io.active = tls_active;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("AUTH is offered only over TLS, or in plaintext to loopback when allowed") {
+    {
+        AuthRun r(false);
+        r.feed("EHLO c.example\r\nAUTH PLAIN " + plain("alice", "secret") + "\r\n", false);
+        CHECK(r.io.out.find("AUTH PLAIN LOGIN") == std::string::npos);
+        CHECK(codes(r.io.out).back() == "538");
+        CHECK(r.be.auth_calls.empty());
+    }
+    {
+        AuthRun r(false, "127.0.0.1", true);
+        r.feed("EHLO c.example\r\n", false);
+        CHECK(r.io.out.find("AUTH PLAIN LOGIN") == std::string::npos);
+    }
+    {
+        AuthRun r(false, "127.0.0.1", false);
+        r.feed("EHLO c.example\r\nAUTH PLAIN " + plain("alice", "secret") + "\r\n", false);
+        CHECK(r.io.out.find("250-AUTH PLAIN LOGIN\r\n") != std::string::npos);
+        CHECK(codes(r.io.out).back() == "235");
+    }
+    {
+        AuthRun r(false, "192.0.2.9", false);  // not loopback: still not in plaintext
+        r.feed("EHLO c.example\r\n", false);
+        CHECK(r.io.out.find("AUTH") == std::string::npos);
+    }
+    {
+        AuthRun r(true);
+        r.s.sasl_enabled = false;
+        r.feed("EHLO c.example\r\nAUTH PLAIN\r\n", false);
+        CHECK(r.io.out.find("AUTH") == std::string::npos);
+        CHECK(r.io.out.find("503 5.5.1 Error: authentication not enabled") != std::string::npos);
+    }
+}
+
+TEST_CASE("AUTH PLAIN with an initial response lets the client relay; Received says ESMTPSA") {
+    for (bool bytewise : {false, true}) {
+        AuthRun r;
+        r.feed("EHLO c.example\r\nAUTH PLAIN " + plain("alice", "secret") +
+                   "\r\nMAIL FROM:<alice@example.org> AUTH=<>\r\nRCPT TO:<x@far.example>\r\nDATA\r\nSubject: t\r\n\r\nhi\r\n.\r\n",
+               bytewise);
+        CHECK(codes(r.io.out) == std::vector<std::string>{"220", "250", "235", "250", "250", "354", "250"});
+        REQUIRE(r.be.auth_calls.size() == 1);
+        CHECK(r.be.auth_calls[0] == "PLAIN alice secret tls");
+        CHECK(r.be.env.sasl_method == "PLAIN");
+        CHECK(r.be.env.sasl_username == "alice");
+        CHECK(r.be.env.protocol == "ESMTPSA");
+        CHECK(r.be.stored.find("with ESMTPSA id") != std::string::npos);
+    }
+}
+
+TEST_CASE("AUTH LOGIN and AUTH PLAIN without an initial response use 334 challenges") {
+    AuthRun r;
+    r.feed("EHLO c.example\r\nAUTH LOGIN\r\n", false);
+    CHECK(r.io.out.find("334 VXNlcm5hbWU6\r\n") != std::string::npos);
+    r.feed(sasl::base64_encode("alice") + "\r\n", false);
+    CHECK(r.io.out.find("334 UGFzc3dvcmQ6\r\n") != std::string::npos);
+    r.feed(sasl::base64_encode("secret") + "\r\n", false);
+    CHECK(codes(r.io.out).back() == "235");
+    CHECK(r.be.auth_calls.at(0) == "LOGIN alice secret tls");
+
+    AuthRun p;
+    p.feed("EHLO c.example\r\nAUTH plain\r\n", false);
+    CHECK(p.io.out.find("334 \r\n") != std::string::npos);
+    p.feed(plain("vera@virt.example", "pw") + "\r\n", false);
+    CHECK(codes(p.io.out).back() == "235");
+    p.feed("AUTH PLAIN " + plain("alice", "secret") + "\r\n", false);
+    CHECK(p.io.out.find("503 5.5.1 Error: already authenticated") != std::string::npos);
+}
+
+TEST_CASE("failed, aborted and malformed AUTH exchanges; too many failures close the session") {
+    AuthRun r;
+    r.feed("EHLO c.example\r\nAUTH LOGIN\r\n*\r\n", false);
+    CHECK(r.io.out.find("501 5.7.0 Authentication aborted") != std::string::npos);
+    r.feed("AUTH PLAIN !!notbase64\r\n", false);
+    CHECK(r.io.out.find("501 5.5.2 Cannot decode response") != std::string::npos);
+    r.feed("AUTH PLAIN " + sasl::base64_encode("no nuls here") + "\r\n", false);
+    CHECK(r.io.out.find("535 5.7.8") != std::string::npos);
+    CHECK_FALSE(r.io.closed);  // two failures so far: an abort does not count
+    CHECK(r.be.auth_calls.empty());
+    r.feed("AUTH PLAIN " + plain("alice", "wrong") + "\r\n", false);
+    CHECK(r.io.closed);
+
+    AuthRun w;
+    w.feed("EHLO c.example\r\nAUTH PLAIN " + plain("alice", "wrong") + "\r\n", false);
+    CHECK(w.io.out.find("535 5.7.8 Error: authentication failed") != std::string::npos);
+    CHECK_FALSE(w.io.closed);
+    w.feed("MAIL FROM:<a@b.example>\r\nRCPT TO:<x@far.example>\r\n", false);
+    CHECK(w.io.out.find("554 5.7.1 <x@far.example>: Relay access denied") != std::string::npos);
+    w.feed("RSET\r\nAUTH PLAIN " + plain("alice", "wrong2") + "\r\nAUTH PLAIN " + plain("alice", "wrong3") + "\r\n", false);
+    CHECK(w.io.out.find("421 4.7.0 mx.example Error: too many failed authentication attempts") != std::string::npos);
+    CHECK(w.io.closed);
+
+    AuthRun l;
+    l.feed("EHLO c.example\r\nAUTH PLAIN " + plain("locked", "x") + "\r\nAUTH PLAIN " + plain("down", "x") + "\r\n", false);
+    CHECK(l.io.out.find("454 4.7.0 Temporary authentication failure: too many failed attempts") != std::string::npos);
+    CHECK(codes(l.io.out).back() == "454");
+
+    AuthRun u;
+    u.feed("EHLO c.example\r\nAUTH CRAM-MD5\r\nAUTH\r\nMAIL FROM:<a@b.example>\r\nAUTH PLAIN\r\n", false);
+    CHECK(u.io.out.find("504 5.5.4 Unrecognized authentication type") != std::string::npos);
+    CHECK(u.io.out.find("501 5.5.4 Syntax: AUTH mechanism") != std::string::npos);
+    CHECK(u.io.out.find("503 5.5.1 Error: MAIL transaction in progress") != std::string::npos);
+}
+
+TEST_CASE("input pipelined after AUTH waits for the auth daemon's answer") {
+    AuthRun r;
+    r.be.auth_async = true;
+    r.feed("EHLO c.example\r\nAUTH PLAIN " + plain("alice", "secret") + "\r\nMAIL FROM:<alice@example.org>\r\n", false);
+    CHECK(codes(r.io.out) == std::vector<std::string>{"220", "250"});
+    CHECK(r.session->waiting());
+    r.be.auth_pending();
+    CHECK(codes(r.io.out) == std::vector<std::string>{"220", "250", "235", "250"});
+}
+
+TEST_CASE("submission: AUTH before MAIL, and the sender must be the user's own") {
+    AuthRun r;
+    r.s.auth_required = true;
+    r.s.sender_login_check = true;
+    r.feed("EHLO c.example\r\nMAIL FROM:<alice@example.org>\r\n", false);
+    CHECK(r.io.out.find("530 5.7.0 Authentication required") != std::string::npos);
+    r.feed("AUTH PLAIN " + plain("alice", "secret") + "\r\nMAIL FROM:<bob@example.org>\r\n", false);
+    CHECK(r.io.out.find("553 5.7.1 <bob@example.org>: Sender address rejected: not owned by user alice") !=
+          std::string::npos);
+    r.feed("MAIL FROM:<down@example.org>\r\n", false);
+    CHECK(r.io.out.find("451 4.3.0 <down@example.org>") != std::string::npos);
+    r.feed("MAIL FROM:<Alice@Example.ORG>\r\n", false);
+    CHECK(codes(r.io.out).back() == "250");
+
+    AuthRun t(false);  // STARTTLS required and not done
+    t.s.tls_required = true;
+    t.feed("EHLO c.example\r\nAUTH PLAIN " + plain("alice", "secret") + "\r\n", false);
+    CHECK(t.io.out.find("530 5.7.0 Must issue a STARTTLS command first") != std::string::npos);
 }
