@@ -20,7 +20,7 @@ LIB_L4 := service login delivery
 LIB_ALL := $(LIB_L0) $(LIB_L1) $(LIB_L2) $(LIB_L2_DNS) $(LIB_L3) $(LIB_L4)
 
 # Programs: <dir>_LIBS lists the lib/ modules it links. <dir>_BIN names the binary.
-ALL_PROGRAMS := master postern smtpd qmgr local pickup sendmail showq auth testd dnsq
+ALL_PROGRAMS := master postern smtpd qmgr local pickup sendmail showq auth smtp testd dnsq
 BASE_LIBS := config log fs privs util
 master_LIBS := service queue event ipc $(BASE_LIBS)
 postern_LIBS := auth service queue event ipc maps $(BASE_LIBS)
@@ -33,6 +33,7 @@ sendmail_LIBS := delivery address queue event ipc maps service $(BASE_LIBS)
 showq_LIBS := service queue event ipc $(BASE_LIBS)
 auth_DIR := authd
 auth_LIBS := auth service queue event ipc maps $(BASE_LIBS)
+smtp_LIBS := delivery auth service queue tls event ipc maps dns $(BASE_LIBS)
 testd_DIR := t/testd
 dnsq_DIR := t/dnsq
 dnsq_LIBS := dns event log util
@@ -76,6 +77,10 @@ local_test_OBJS := $(patsubst %.cpp,%,$(filter-out local/main.cpp,$(wildcard loc
 auth_test_LIBS := auth event ipc maps fs log util
 authd_test_LIBS := auth service queue event ipc maps $(BASE_LIBS)
 authd_test_OBJS := $(patsubst %.cpp,%,$(filter-out authd/main.cpp,$(wildcard authd/*.cpp)))
+smtp_protocol_test_LIBS := auth event ipc maps $(BASE_LIBS)
+smtp_protocol_test_OBJS := smtp/protocol
+smtp_dest_test_LIBS := dns event log util
+smtp_dest_test_OBJS := smtp/dest
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 SAN ?=

@@ -148,6 +148,26 @@ struct Params {
     std::string authorized_mailq_users;
     std::string sendmail_sender_override_users;
     long long header_size_limit = 0;
+    // smtp delivery agent.
+    std::string smtp_helo_name;
+    Seconds smtp_connect_timeout{};
+    Seconds smtp_helo_timeout{};
+    Seconds smtp_starttls_timeout{};
+    Seconds smtp_mail_timeout{};
+    Seconds smtp_rcpt_timeout{};
+    Seconds smtp_data_init_timeout{};
+    Seconds smtp_data_xfer_timeout{};
+    Seconds smtp_data_done_timeout{};
+    Seconds smtp_quit_timeout{};
+    std::string smtp_tls_security_level;
+    std::string smtp_tls_policy_maps;
+    std::string smtp_tls_CAfile;
+    bool smtp_sasl_auth_enable = false;
+    std::string smtp_sasl_password_maps;
+    Seconds smtp_connection_cache_time_limit{};
+    Seconds smtp_connection_reuse_time_limit{};
+    long long smtp_mx_address_limit = 0;
+    std::string smtp_bind_address;
     // auth daemon and virtual users.
     std::string auth_backends;
     std::string auth_pam_service;

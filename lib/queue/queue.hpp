@@ -328,6 +328,24 @@ Result<Envelope> read_envelope(int fd, uint64_t* content_offset_out = nullptr);
 Result<void> read_content(int fd, uint64_t content_offset,
                           const std::function<Result<void>(std::string_view)>& sink);
 
+// The same walk one chunk at a time, for event loops that send the content
+// as the peer takes it (the smtp agent). fd must stay open while it is used.
+class ContentReader {
+public:
+    static Result<ContentReader> open(int fd, uint64_t content_offset);
+    // The next chunk; nullopt after the end record. Errors as read_content.
+    Result<std::optional<std::string>> next();
+    // Bytes from the content offset to the end of the file: an upper bound
+    // of the content size (record headers included), for SMTP SIZE=.
+    uint64_t size_estimate() const noexcept { return size_ - start_; }
+
+private:
+    ContentReader(int fd, uint64_t size, uint64_t start) : fd_(fd), size_(size), start_(start), off_(start) {}
+    int fd_;
+    uint64_t size_, start_, off_;
+    bool done_ = false;
+};
+
 // Marks the message's delay notice as sent ('W' flag to "1", in place, then
 // fdatasync). Error::perm if the file has no such record (older files).
 Result<void> set_delay_warned(int fd, Envelope& env);

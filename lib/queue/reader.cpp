@@ -278,6 +278,33 @@ Result<void> set_delay_warned(int fd, Envelope& env) {
     return {};
 }
 
+Result<ContentReader> ContentReader::open(int fd, uint64_t content_offset) {
+    auto size = file_size(fd);
+    if (!size) return size.error();
+    if (content_offset > *size) return corrupt("content offset past end of file", content_offset);
+    return ContentReader(fd, *size, content_offset);
+}
+
+Result<std::optional<std::string>> ContentReader::next() {
+    if (done_) return std::optional<std::string>();
+    // Note: a fresh Records per chunk; its block cache only spans one record here.
+    Records recs(fd_, size_, off_);
+    if (recs.at_end()) return corrupt("missing end record", size_);
+    auto h = recs.next();
+    if (!h) return h.error();
+    if (h->type == RecEnd) {
+        if (h->len != 0) return corrupt("non-empty end record", h->offset);
+        if (!recs.at_end()) return corrupt("data after end record", recs.offset());
+        done_ = true;
+        return std::optional<std::string>();
+    }
+    if (h->type != RecContent) return corrupt("record " + type_name(h->type) + " in message", h->offset);
+    std::string p;
+    if (auto r = recs.payload(*h, p); !r) return r.error();
+    off_ = recs.offset();
+    return std::optional<std::string>(std::move(p));
+}
+
 Result<void> read_content(int fd, uint64_t content_offset,
                           const std::function<Result<void>(std::string_view)>& sink) {
     auto size = file_size(fd);

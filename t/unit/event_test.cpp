@@ -1,7 +1,12 @@
 // Unit tests for lib/event: timers, signals, io events, the exception-catching
-// trampoline, and BufferEvent (write, read_line limits, read_all, EOF, timeouts).
+// trampoline, BufferEvent (write, read_line limits, read_all, EOF, timeouts),
+// and outgoing TCP connections (connect_tcp: to a listening loopback port, to
+// a closed one, bad addresses, the bind address). TLS over BufferEvents is
+// tested in tls_test.cpp, which has certificates.
 // Every loop runs under a safety timer, so a bug fails the test instead of hanging it.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -566,4 +571,148 @@ TEST_CASE("BufferEvent keeps working after a move") {
     got = other.read_line(100);
     INFO("after move-assign: got " << show(got) << ", want \"again\"");
     CHECK(got == std::optional<std::string>("again"));
+}
+
+// ---- outgoing connections -----------------------------------------------------
+
+namespace {
+
+// A TCP socket on 127.0.0.1 with a free port; listening unless told not to
+// (a bound socket that does not listen refuses connections: a closed port
+// that nobody else can take meanwhile).
+struct Listener {
+    UniqueFd fd;
+    int port = 0;
+    explicit Listener(bool listening = true) {
+        fd.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        REQUIRE(fd);
+        sockaddr_in sin{};
+        sin.sin_family = AF_INET;
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0);
+        socklen_t len = sizeof sin;
+        REQUIRE(::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sin), &len) == 0);
+        port = ntohs(sin.sin_port);
+        if (listening) REQUIRE(::listen(fd.get(), 8) == 0);
+    }
+    // Waits up to 1 s for a connection; returns it and the peer's address.
+    UniqueFd accept(std::string* peer_out = nullptr) {
+        pollfd p{fd.get(), POLLIN, 0};
+        REQUIRE(::poll(&p, 1, 1000) == 1);
+        sockaddr_in sin{};
+        socklen_t len = sizeof sin;
+        UniqueFd c(::accept4(fd.get(), reinterpret_cast<sockaddr*>(&sin), &len, SOCK_CLOEXEC));
+        REQUIRE(c);
+        if (peer_out) {
+            char buf[INET_ADDRSTRLEN];
+            *peer_out = ::inet_ntop(AF_INET, &sin.sin_addr, buf, sizeof buf);
+        }
+        return c;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("connect_tcp to a listening port: CONNECTED first, then replies; queued writes are sent") {
+    ::signal(SIGPIPE, SIG_IGN);
+    Loop loop;
+    Listener l;
+    auto c = event::connect_tcp("127.0.0.1", l.port, "");
+    INFO("connect_tcp: " << (c ? "ok" : c.error().text));
+    REQUIRE(c);
+    std::vector<std::string> seen;
+    event::BufferEvent be(loop.base, std::move(*c));
+    be.on_event([&](short what) {
+        seen.push_back((what & BEV_EVENT_CONNECTED) ? "connected" : "event " + std::to_string(what));
+        if (!(what & BEV_EVENT_CONNECTED)) loop.base.exit();
+    });
+    be.on_read([&] {
+        while (auto line = be.read_line(100)) seen.push_back(*line);
+        if (!seen.empty() && seen.back() == "220 hello") loop.base.exit();
+    });
+    be.enable(EV_READ | EV_WRITE);
+    be.write("EHLO client\r\n");  // queued until the connection is made
+    INFO("callbacks from inside the constructor: got " << seen.size() << ", want 0");
+    CHECK(seen.empty());
+    // The server accepts and greets before the loop runs at all: the socket
+    // is readable and writable at once when the loop first looks.
+    UniqueFd server = l.accept();
+    send_all(server.get(), "220 hello\r\n");
+    loop.run();
+    INFO("order of callbacks: got " << seen.size() << " entries, want connected then the greeting");
+    REQUIRE(seen.size() == 2);
+    CHECK(seen[0] == "connected");
+    CHECK(seen[1] == "220 hello");
+    CHECK(be.socket_error() == 0);
+    std::string got = recv_some(server.get(), 13);
+    INFO("server received \"" << got << "\", want the EHLO queued before the connect completed");
+    CHECK(got == "EHLO client\r\n");
+}
+
+TEST_CASE("connect_tcp to a closed port: an error, never CONNECTED") {
+    Loop loop;
+    Listener closed(false);
+    auto c = event::connect_tcp("127.0.0.1", closed.port, "");
+    if (!c) {
+        // Refused before connect() returned: fine too, as long as it says so.
+        INFO("connect_tcp: " << c.error().text);
+        CHECK(c.error().text == "Connection refused");
+        return;
+    }
+    event::BufferEvent be(loop.base, std::move(*c));
+    short what_seen = 0;
+    int reads = 0;
+    be.on_event([&](short what) {
+        what_seen = what;
+        loop.base.exit();
+    });
+    be.on_read([&] { ++reads; });
+    be.enable(EV_READ | EV_WRITE);
+    loop.run();
+    INFO("what: got " << what_seen << ", want BEV_EVENT_ERROR without CONNECTED");
+    CHECK((what_seen & BEV_EVENT_ERROR) != 0);
+    CHECK((what_seen & BEV_EVENT_CONNECTED) == 0);
+    CHECK(reads == 0);
+    INFO("socket_error: got " << be.socket_error() << ", want ECONNREFUSED; error_text: " << be.error_text());
+    CHECK(be.socket_error() == ECONNREFUSED);
+    CHECK(be.error_text() == "Connection refused");
+}
+
+TEST_CASE("connect_tcp: bad addresses and ports; the bind address") {
+    struct Bad {
+        const char* addr;
+        int port;
+        const char* bind;
+        Error::Kind kind;
+    };
+    const Bad bad[] = {
+        {"mx.example.org", 25, "", Error::Kind::Perm},  {"", 25, "", Error::Kind::Perm},
+        {"127.0.0.1", 0, "", Error::Kind::Perm},        {"127.0.0.1", 65536, "", Error::Kind::Perm},
+        {"127.0.0.1 ", 25, "", Error::Kind::Perm},      {"127.0.0.1", 25, "localhost", Error::Kind::Config},
+        {"127.0.0.1", 25, "[127.0.0.1", Error::Kind::Config},
+    };
+    for (const auto& b : bad) {
+        auto c = event::connect_tcp(b.addr, b.port, b.bind);
+        INFO("connect_tcp(\"" << b.addr << "\", " << b.port << ", \"" << b.bind << "\"): want an error");
+        REQUIRE_FALSE(c);
+        CHECK(c.error().kind == b.kind);
+    }
+    // 192.0.2.1 is not an address of this machine.
+    auto c = event::connect_tcp("127.0.0.1", 25, "192.0.2.1");
+    REQUIRE_FALSE(c);
+    INFO(c.error().text);
+    CHECK(c.error().text.rfind("bind to 192.0.2.1: ", 0) == 0);
+
+    Listener l;
+    std::string peer;
+    auto bound = event::connect_tcp("127.0.0.1", l.port, "127.0.0.2");
+    REQUIRE(bound);
+    UniqueFd s1 = l.accept(&peer);
+    INFO("peer address with bind address 127.0.0.2: got " << peer);
+    CHECK(peer == "127.0.0.2");
+    // An IPv6 bind address does not apply to an IPv4 connection; brackets are fine.
+    auto other = event::connect_tcp("[127.0.0.1]", l.port, "::1");
+    REQUIRE(other);
+    UniqueFd s2 = l.accept(&peer);
+    CHECK(peer == "127.0.0.1");
 }

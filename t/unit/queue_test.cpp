@@ -239,6 +239,49 @@ TEST_CASE("valid_id table") {
     }
 }
 
+TEST_CASE("ContentReader: the same chunks as read_content, and the same refusals") {
+    TempDir dir;
+    queue::Envelope env = full_envelope();
+    const std::string content = binary_content(3 * 64 * 1024 + 17);
+    std::string id = commit_message(dir.path, env, content, 5000);
+    const std::string file = slurp(dir / "incoming/" + id);
+    UniqueFd fd = memfd_with(file);
+    uint64_t off = 0;
+    REQUIRE(queue::read_envelope(fd.get(), &off));
+    auto r = queue::ContentReader::open(fd.get(), off);
+    REQUIRE(r);
+    CHECK(r->size_estimate() >= content.size());
+    CHECK(r->size_estimate() < content.size() + 64);
+    std::string got;
+    int chunks = 0;
+    for (;;) {
+        auto c = r->next();
+        REQUIRE(c);
+        if (!*c) break;
+        got += **c;
+        ++chunks;
+    }
+    CHECK(got == content);
+    CHECK(chunks == 4);
+    auto again = r->next();  // stays at the end
+    REQUIRE(again);
+    CHECK_FALSE(*again);
+    CHECK_FALSE(queue::ContentReader::open(fd.get(), file.size() + 1));
+    for (std::size_t n = off; n < file.size(); n += 997) {
+        UniqueFd cut = memfd_with(std::string_view(file).substr(0, n));
+        auto cr = queue::ContentReader::open(cut.get(), off);
+        REQUIRE(cr);
+        Result<std::optional<std::string>> c = std::optional<std::string>();
+        for (int i = 0; i < 10; ++i) {
+            c = cr->next();
+            if (!c || !*c) break;
+        }
+        INFO("prefix of " << n << " bytes");
+        REQUIRE_FALSE(c);
+        CHECK(is_corrupt(c.error()));
+    }
+}
+
 TEST_CASE("Writer: round trip of every envelope field and binary content") {
     TempDir dir;
     struct Case {
