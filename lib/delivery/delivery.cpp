@@ -235,7 +235,7 @@ Result<Reply> decode_reply(const ipc::AttrList& a, const Request& req) {
 }
 
 std::string status_line(const Request& req, std::string_view to, std::string_view orig_to, const Outcome& o,
-                        std::int64_t start_us, std::int64_t now_us) {
+                        std::int64_t start_us, std::int64_t now_us, std::int64_t connected_us) {
     auto secs = [](std::int64_t us) { return us <= 0 ? 0.0 : static_cast<double>(us) / 1e6; };
     // Postfix prints delays with two significant decimals, and "0" for nothing.
     auto fmt = [](double v) {
@@ -247,7 +247,8 @@ std::string status_line(const Request& req, std::string_view to, std::string_vie
     };
     double a = secs(req.active_us - req.arrival_us);
     double b = secs(start_us - req.active_us);
-    double d = secs(now_us - start_us);
+    double c = connected_us > 0 ? secs(connected_us - start_us) : 0.0;
+    double d = secs(now_us - (connected_us > 0 ? connected_us : start_us));
     double total = secs(now_us - req.arrival_us);
     char delay[32];
     std::snprintf(delay, sizeof delay, "%.2g", total < 0.005 ? 0.0 : total);
@@ -255,7 +256,7 @@ std::string status_line(const Request& req, std::string_view to, std::string_vie
     if (!orig_to.empty() && orig_to != to) line += ", orig_to=<" + util::printable(orig_to, 300) + ">";
     line += ", relay=" + (o.relay.empty() ? std::string("none") : o.relay);
     line += ", delay=" + (total >= 10 ? fmt(total) : std::string(delay));
-    line += ", delays=" + fmt(a) + "/" + fmt(b) + "/0/" + fmt(d);
+    line += ", delays=" + fmt(a) + "/" + fmt(b) + "/" + fmt(c) + "/" + fmt(d);
     line += ", dsn=" + o.dsn + ", status=" + std::string(kind_word(o.kind)) + " (" + o.reason + ")";
     return line;
 }

@@ -107,8 +107,12 @@ bool valid_queue_file(std::string_view path) noexcept;
 // empty. delays: a = arrival -> active, b = active -> request, c = 0 (no
 // connection setup of its own), d = request -> now. start_us = when the agent
 // got the request.
+// delays=a/b/c/d: a before the active queue, b there until start_us, c the
+// connection set-up (start_us to connected_us: DNS, greeting, EHLO, TLS;
+// 0 = none, c is then 0), d the transmission until now_us.
 std::string status_line(const Request& req, std::string_view to, std::string_view orig_to,
-                        const Outcome& o, std::int64_t start_us, std::int64_t now_us);
+                        const Outcome& o, std::int64_t start_us, std::int64_t now_us,
+                        std::int64_t connected_us = 0);
 std::string_view kind_word(Outcome::Kind k) noexcept;  // "sent" "deferred" "bounced"
 
 }  // namespace postern::delivery

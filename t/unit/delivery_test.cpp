@@ -117,4 +117,8 @@ TEST_CASE("status line has Postfix's shape") {
                   "delays=0.5/0.1/0/0.1, dsn=2.0.0, status=sent (delivered to maildir)");
     CHECK(status_line(r, "bob@example.com", "bob@example.com", o, 1600000, 1700000).find("orig_to") ==
           std::string::npos);
+    // With a connection set-up time (smtp): c is from the start to the connection, d the rest.
+    Outcome s{0, Outcome::Kind::Sent, "2.0.0", "mx.example[192.0.2.1]:25", "250 2.0.0 Ok"};
+    CHECK(status_line(r, "bob@example.com", "", s, 1600000, 1700000, 1630000).find("delays=0.5/0.1/0.03/0.07,") !=
+          std::string::npos);
 }
