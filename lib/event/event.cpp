@@ -119,6 +119,13 @@ struct BufferEvent::State {
     // Set dirty shutdowns as EOF once the client handshake is done (during
     // it, a refused or reset connection must stay an error).
     bool dirty_ok_when_connected = false;
+    // A TLS handshake whose BEV_EVENT_CONNECTED has not been reported yet.
+    // libevent's OpenSSL filter re-enables reading when the handshake ends
+    // and may run the read callback (with application data that came with
+    // the last handshake flight, e.g. a pipelined EHLO after STARTTLS) before
+    // the CONNECTED event: read_cb then reports CONNECTED first itself and
+    // the late one is swallowed.
+    bool tls_handshaking = false, tls_connected_early = false;
     // Why the last BEV_EVENT_ERROR happened.
     int error = 0;
     std::vector<unsigned long> tls_errors;
@@ -199,6 +206,7 @@ BufferEvent BufferEvent::tls_client(Base& base, ConnectingFd fd, SSL* ssl) {
                                                        BEV_OPT_CLOSE_ON_FREE));
     if (!b.state_->bev) log::fatal(EX_OSERR, "bufferevent_openssl_socket_new failed");
     b.state_->dirty_ok_when_connected = true;
+    b.state_->tls_handshaking = true;
     bufferevent_setcb(b.state_->bev.get(), read_cb, write_cb, event_cb, b.state_.get());
     return b;
 }
@@ -211,6 +219,7 @@ BufferEvent BufferEvent::tls_server(Base& base, UniqueFd fd, SSL* ssl) {
         bufferevent_openssl_socket_new(base.get(), fd.release(), ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE));
     if (!b.state_->bev) log::fatal(EX_OSERR, "bufferevent_openssl_socket_new failed");
     bufferevent_openssl_set_allow_dirty_shutdown(b.state_->bev.get(), 1);
+    b.state_->tls_handshaking = true;
     bufferevent_setcb(b.state_->bev.get(), read_cb, write_cb, event_cb, b.state_.get());
     return b;
 }
@@ -227,6 +236,7 @@ std::size_t BufferEvent::start_tls_server(Base& base, SSL* ssl) {
     (void)state_->bev.release();
     state_->bev.reset(f);
     bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
+    state_->tls_handshaking = true;
     bufferevent_setcb(f, read_cb, write_cb, event_cb, state_.get());
     return dropped;
 }
@@ -245,6 +255,7 @@ std::size_t BufferEvent::start_tls_client(Base& base, SSL* ssl) {
     (void)state_->bev.release();  // owned by the filter now
     state_->bev.reset(f);
     state_->dirty_ok_when_connected = true;
+    state_->tls_handshaking = true;
     bufferevent_setcb(f, read_cb, write_cb, event_cb, state_.get());
     // The TLS layer reads and writes as the plain one did, with its limit.
     bufferevent_setwatermark(f, EV_READ, 0, high);
@@ -274,8 +285,12 @@ BufferEvent::~BufferEvent() = default;
 BufferEvent::BufferEvent(BufferEvent&&) noexcept = default;
 BufferEvent& BufferEvent::operator=(BufferEvent&&) noexcept = default;
 
-void BufferEvent::read_cb(bufferevent*, void* arg) noexcept {
+void BufferEvent::read_cb(bufferevent* bev, void* arg) noexcept {
     auto* st = static_cast<State*>(arg);
+    if (st->tls_handshaking) {
+        st->tls_connected_early = true;
+        event_cb(bev, BEV_EVENT_CONNECTED, arg);
+    }
     if (st->on_read) guarded("read", st->on_read);
 }
 void BufferEvent::write_cb(bufferevent*, void* arg) noexcept {
@@ -291,6 +306,13 @@ void BufferEvent::event_cb(bufferevent* bev, short what, void* arg) noexcept {
         // libevent moved OpenSSL's error queue into the bufferevent.
         if (bufferevent_openssl_get_ssl(bev) != nullptr)
             while (unsigned long e = bufferevent_get_openssl_error(bev)) st->tls_errors.push_back(e);
+    }
+    if (what & BEV_EVENT_CONNECTED) {
+        if (!st->tls_handshaking && st->tls_connected_early) {
+            st->tls_connected_early = false;
+            return;
+        }
+        st->tls_handshaking = false;
     }
     if (st->connecting) {
         st->connecting = false;

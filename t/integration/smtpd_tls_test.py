@@ -94,6 +94,66 @@ def test_starttls_injection_is_discarded():
     inst.wait_log(r"discarding \d+ bytes of plaintext")
 
 
+def test_ehlo_in_the_same_segment_as_the_handshake_end():
+    """A client (our own smtp agent does this) may send EHLO in the same TCP
+    segment as its last handshake message: libevent then has the EHLO before
+    it reports the handshake done. smtpd must answer it as a TLS EHLO (no
+    STARTTLS offered) and keep the session's state for the MAIL after it."""
+    need_root()
+    inst = tls_instance()
+    s = socket.create_connection(("127.0.0.1", inst.p25), timeout=10)
+    f = s.makefile("rb")
+
+    def reply():
+        lines = []
+        while True:
+            line = f.readline()
+            assert line, "connection closed"
+            lines.append(line)
+            if line[3:4] != b"-":
+                return b"".join(lines)
+    try:
+        reply()
+        s.sendall(b"EHLO client.example\r\n")
+        reply()
+        s.sendall(b"STARTTLS\r\n")
+        assert reply().startswith(b"220")
+        inb, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = client_ctx().wrap_bio(inb, outb)
+        for _ in range(20):
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if outb.pending:
+                    s.sendall(outb.read())
+                inb.write(s.recv(65536))
+        tls.write(b"EHLO client.example\r\n")
+        s.sendall(outb.read())  # the client's Finished and EHLO in one write
+
+        def tls_reply():
+            buf = b""
+            for _ in range(50):
+                try:
+                    buf += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    pass
+                if re.search(rb"(^|\n)\d{3} [^\n]*\n", buf):
+                    return buf
+                data = s.recv(65536)
+                assert data, "connection closed"
+                inb.write(data)
+            raise AssertionError(f"no complete reply: {buf!r}")
+        ehlo = tls_reply()
+        assert ehlo.startswith(b"250") and b"STARTTLS" not in ehlo, ehlo
+        tls.write(b"MAIL FROM:<a@b.example>\r\n")
+        s.sendall(outb.read())
+        mail = tls_reply()
+        assert mail.startswith(b"250 2.1.0"), mail
+    finally:
+        s.close()
+
+
 def test_world_readable_key_is_refused():
     need_root()
     port = free_port()
