@@ -239,12 +239,17 @@ def test_kill9_qmgr_and_local_mid_work_loses_nothing():
         subs = _subjects(inst, users)
         assert set(subs) == {f"Subject: k{i}" for i in range(n)}, sorted(set(f"Subject: k{i}" for i in range(n)) - set(subs))
         dups = len(subs) - len(set(subs))
-        # Duplicates have two causes, both "at least once": a local killed
-        # after its mailbox write but before its reply (one delivery each:
-        # local serves one request at a time), and a qmgr killed after a
-        # reply but before it removed the file (at most its deliveries in
-        # flight: 3 users x local_destination_concurrency_limit 2).
-        assert dups <= killed["local"] + 6 * killed["qmgr"], (dups, killed)
+        # Duplicates are allowed ("at least once"), within what the kills
+        # explain: a local killed after its mailbox writes but before its
+        # replies repeats at most its batch (up to 20 requests of one session),
+        # a qmgr killed after replies but before it removed the files repeats
+        # at most what it had in flight (3 users x local_destination_
+        # concurrency_limit 2 sessions x 20). No message may come more often
+        # than once per kill plus one.
+        kills = killed["local"] + killed["qmgr"]
+        assert dups <= 20 * killed["local"] + 120 * killed["qmgr"], (dups, killed)
+        most = max(subs.count(x) for x in set(subs))
+        assert most <= 1 + kills, (most, killed)
         print(f"killed {killed}, duplicates {dups}")
     finally:
         finish(inst)
