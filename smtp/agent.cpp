@@ -251,8 +251,11 @@ void Agent::try_next(Delivery* d) {
     if (d->conn) bury(std::move(d->conn));
     if (d->next_target >= d->targets.size()) {
         std::string reason = d->last_failure.empty() ? "no server to deliver to" : d->last_failure;
-        return finish_all(d, delivery::Outcome::Kind::Deferred, d->last_dsn.empty() ? "4.4.1" : d->last_dsn, "none",
-                          reason);
+        // The mail waits: a 5xx that ended a session (AUTH refused, a 554
+        // greeting) says 4.x.x here, as qmgr wants the class to match.
+        std::string dsn = d->last_dsn.empty() ? "4.4.1" : d->last_dsn;
+        dsn[0] = '4';
+        return finish_all(d, delivery::Outcome::Kind::Deferred, dsn, "none", reason);
     }
     const Target& t = d->targets[d->next_target++];
     d->conn = Conn::open(env_, t, settings_for(d->key, *d->hop), [this, d](Conn& c) { on_conn(d, c); });

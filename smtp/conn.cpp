@@ -36,7 +36,9 @@ Conn::Conn(ConnEnv& env, Target target, const ClientSettings& settings, Notify n
     bev_->on_read([this] { on_read(); });
     bev_->on_write([this] {
         if (closing_ && bev_->output_length() == 0) return finish();
-        if (phase_ == Phase::Talking && client_->state() == Client::State::Busy) {
+        // Note: a transaction runs while we are still Ready (the owner began
+        // it when told so); the Client's state says whether content waits.
+        if (phase_ != Phase::Closed && client_->state() == Client::State::Busy) {
             client_->pump();
             progress();
         }
@@ -66,7 +68,14 @@ void Conn::start_tls() {
 }
 
 void Conn::close() {
-    // The Client is done (QUIT answered, or the session failed).
+    // The Client is done (QUIT answered, or the session failed). It calls
+    // this from inside end(), before progress() sees it Closed: keep why a
+    // session that never got ready ended now, finish() makes us Closed.
+    if (phase_ != Phase::Ready && phase_ != Phase::Closed && failure_.empty() && !notified_ready_) {
+        failure_ = client_->session_error().empty() ? "lost connection with " + target_.text()
+                                                     : client_->session_error();
+        failure_dsn_ = client_->session_dsn().empty() ? "4.4.2" : client_->session_dsn();
+    }
     if (!bev_) return finish();
     closing_ = true;
     bev_->disable(EV_READ);
@@ -137,11 +146,6 @@ void Conn::progress() {
         arm();
         later_.add(std::chrono::milliseconds(0));
     } else if (st == Client::State::Closed) {
-        if (phase_ != Phase::Ready && failure_.empty() && !notified_ready_) {
-            failure_ = client_->session_error().empty() ? "lost connection with " + target_.text()
-                                                         : client_->session_error();
-            failure_dsn_ = client_->session_dsn().empty() ? "4.4.2" : client_->session_dsn();
-        }
         close();
     } else {
         arm();

@@ -10,8 +10,13 @@ listens on a loopback address and a free port and answers as the test says.
 
 Replies not scripted are the usual 250s. `hang = True` accepts connections and
 never says anything (a server that hangs); `ehlo = None` refuses EHLO (502) so
-the client must fall back to HELO. Every socket has a timeout, the accept
-loop polls a stop flag: nothing here runs unbounded."""
+the client must fall back to HELO; `hangup = "DATA"` (any verb, or "." for the
+end of the message) closes the connection instead of answering that command;
+`close_after_message = True` closes it right after answering the final dot;
+`stall = "."` (or a verb) never answers that command and waits for the client
+to give up (its timeouts).
+Every socket has a timeout, the accept loop polls a stop flag: nothing here
+runs unbounded."""
 import socket
 import ssl
 import threading
@@ -31,6 +36,9 @@ class SmtpServer:
         self.rcpt = None          # fn(address) -> reply or None
         self.data_reply = []      # replies to the final dot, one per transaction (last repeats)
         self.hang = False
+        self.hangup = None        # verb (or ".") answered by closing the connection
+        self.close_after_message = False
+        self.stall = None         # verb (or ".") never answered: the client times out
         self.messages = []
         self.sessions = 0
         self.commands = []        # every command line received, in order
@@ -142,6 +150,10 @@ class _Session:
                 srv.commands.append(cmd)
             verb = cmd.split(" ", 1)[0].upper()
             arg = cmd[len(verb):].strip()
+            if srv.hangup and verb == srv.hangup.upper():
+                return
+            if srv.stall and verb == srv.stall.upper():
+                return self.silence()
             if verb == "EHLO":
                 if srv.ehlo is None:
                     self.send("502 5.5.2 EHLO not here")
@@ -177,7 +189,9 @@ class _Session:
             elif verb == "RCPT":
                 addr = arg[3:].split(">", 1)[0].lstrip("<") if arg.upper().startswith("TO:") else ""
                 r = srv.rcpt(addr) if srv.rcpt else None
-                if r:
+                if self.sender is None:
+                    self.send("503 5.5.1 need MAIL first")
+                elif r:
                     self.send(r)
                 else:
                     self.rcpts.append(addr)
@@ -193,6 +207,10 @@ class _Session:
                     if l == ".":
                         break
                     data.append(l[1:] if l.startswith(".") else l)
+                if srv.hangup == ".":
+                    return
+                if srv.stall == ".":
+                    return self.silence()
                 with srv.lock:
                     n = sum(1 for m in srv.messages if m.get("reply", "").startswith("2"))
                     attempt = len([m for m in srv.messages])
@@ -204,6 +222,8 @@ class _Session:
                                          "mail_params": self.mail_params, "delivered_before": n})
                 self.send(reply)
                 self.reset()
+                if srv.close_after_message:
+                    return
             elif verb == "RSET":
                 self.reset()
                 self.send("250 2.0.0 ok")
@@ -214,6 +234,15 @@ class _Session:
                 return
             else:
                 self.send("500 5.5.2 what?")
+
+    def silence(self):
+        """Reads and says nothing until the client hangs up (or the server stops)."""
+        while not self.srv._stop:
+            try:
+                if not self.conn.recv(4096):
+                    return
+            except socket.timeout:
+                continue
 
     def auth(self, arg):
         parts = arg.split()
