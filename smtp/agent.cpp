@@ -85,7 +85,8 @@ struct Agent::Delivery {
     bool in_txn = false;
     std::optional<TransactionResult> result;  // from the Client, handled on the next loop turn
     event::Event later;
-    std::string last_failure, last_dsn;
+    std::string last_failure, last_dsn, last_relay = "none";
+    std::int64_t connected_us = 0;  // the connection was ready (delays=a/b/c/d)
     std::vector<delivery::Outcome> outcomes;
 };
 
@@ -254,8 +255,16 @@ void Agent::try_next(Delivery* d) {
         // The mail waits: a 5xx that ended a session (AUTH refused, a 554
         // greeting) says 4.x.x here, as qmgr wants the class to match.
         std::string dsn = d->last_dsn.empty() ? "4.4.1" : d->last_dsn;
+        // Except a loop (a server that is this host): that never gets better.
+        if (dsn == "5.4.6") return finish_all(d, delivery::Outcome::Kind::Bounced, dsn, d->last_relay, reason);
         dsn[0] = '4';
-        return finish_all(d, delivery::Outcome::Kind::Deferred, dsn, "none", reason);
+        return finish_all(d, delivery::Outcome::Kind::Deferred, dsn, d->last_relay, reason);
+    }
+    // The servers before this one failed: say so (the final status line
+    // has only the last reason), as Postfix does.
+    if (!d->last_failure.empty()) {
+        if (d->last_failure.starts_with("connect to ")) log::info("%s", d->last_failure.c_str());
+        else log::info("%s: %s", d->req.queue_id.c_str(), d->last_failure.c_str());
     }
     const Target& t = d->targets[d->next_target++];
     d->conn = Conn::open(env_, t, settings_for(d->key, *d->hop), [this, d](Conn& c) { on_conn(d, c); });
@@ -267,6 +276,8 @@ void Agent::on_conn(Delivery* d, Conn& c) {
         d->last_failure = c.failure();
         d->last_dsn = c.failure_dsn();
         if (d->last_failure.empty()) d->last_failure = "lost connection with " + c.target().text();
+        // relay= names a server we talked to, "none" one we never reached.
+        d->last_relay = d->last_failure.starts_with("connect to ") ? "none" : c.target().text();
         if (d->targets.empty()) {  // a cached connection that died: look the servers up after all
             auto hop = parse_nexthop(d->req.nexthop);
             if (!hop) return finish_all(d, delivery::Outcome::Kind::Deferred, "4.3.5", "none", "bad next hop");
@@ -278,6 +289,7 @@ void Agent::on_conn(Delivery* d, Conn& c) {
         return try_next(d);
     }
     if (c.phase() != Conn::Phase::Ready) return;
+    d->connected_us = now_us();
     auto reader = queue::ContentReader::open(d->fd.get(), d->req.content_offset);
     if (!reader) {
         return finish_all(d, delivery::Outcome::Kind::Deferred, "4.3.0", "none",
@@ -305,6 +317,7 @@ void Agent::transaction_done(Delivery* d, const TransactionResult& r) {
     if (r.session_failed) {
         d->last_failure = r.reason;
         d->last_dsn = r.dsn;
+        d->last_relay = d->conn ? d->conn->target().text() : "none";
         if (d->targets.empty() && d->conn) {  // a cached connection: start over with DNS
             d->conn->quit();
             bury(std::move(d->conn));
@@ -355,7 +368,7 @@ void Agent::finish(Delivery* d) {
         if (util::starts_with_icase(r.orcpt, "rfc822;")) orig = r.orcpt.substr(7);
         if (util::iequals(orig, r.address)) orig.clear();
         log::info("%s: %s", d->req.queue_id.c_str(),
-                  delivery::status_line(d->req, r.address, orig, o, d->start_us, now).c_str());
+                  delivery::status_line(d->req, r.address, orig, o, d->start_us, now, d->connected_us).c_str());
         reply.outcomes.push_back(std::move(o));
     }
     QmgrConn* q = d->q;
@@ -440,6 +453,7 @@ ClientSettings Agent::settings_for(const std::string& nexthop, const Nexthop& ho
     const auto& p = ctx_.params();
     ClientSettings s;
     s.helo_name = p.smtp_helo_name;
+    s.myhostname = p.myhostname;
     s.tls_available = res_.tls != nullptr;
     std::vector<std::string> keys{nexthop, hop.host};
     s.tls = policy_of(p.smtp_tls_security_level, TlsPolicy::May);

@@ -106,7 +106,10 @@ void Conn::on_event(short what) {
             SSL* ssl = bev_->ssl();
             auto check = tls::check_peer(ssl, target_.text());
             // Postfix's words: Verified (name checked), Trusted (chain only), Untrusted.
-            const char* trust = check.trusted ? "Verified" : check.chain_ok ? "Trusted" : "Untrusted";
+            const char* trust = SSL_get0_peer_certificate(ssl) == nullptr ? "Anonymous"
+                                : check.trusted                            ? "Verified"
+                                : check.chain_ok                           ? "Trusted"
+                                                                           : "Untrusted";
             log::info("%s TLS connection established to %s: %s", trust, target_.text().c_str(),
                       tls::summary(ssl).c_str());
             if (settings_.tls == TlsPolicy::Verify && !check.trusted) client_->on_tls_failed(check.reason);

@@ -401,8 +401,19 @@ struct Client::Impl {
         end("host " + host + " refused to talk to me: " + r.text(), failure_dsn(r), r.code != 421);
     }
 
+    // The server calls itself by our name: we are talking to ourselves.
+    bool loops(const Reply& r) {
+        if (settings.myhostname.empty() || r.lines.empty()) return false;
+        std::string_view first = r.lines[0];
+        first = first.substr(0, first.find(' '));
+        if (!util::iequals(first, settings.myhostname)) return false;
+        end("host " + host + " replied to HELO/EHLO with my own hostname " + settings.myhostname, "5.4.6", true);
+        return true;
+    }
+
     void on_ehlo(const Reply& r) {
         if (r.code / 100 == 2) {
+            if (loops(r)) return;
             self.features_ = parse_ehlo(r);
             size_offered = offers(r, "SIZE");
             return after_hello();
@@ -413,6 +424,7 @@ struct Client::Impl {
 
     void on_helo(const Reply& r) {
         if (r.code / 100 == 2) {
+            if (loops(r)) return;
             self.features_ = Features{};
             size_offered = false;
             return after_hello();

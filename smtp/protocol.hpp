@@ -102,6 +102,9 @@ enum class TlsPolicy { None, May, Encrypt, Verify };
 
 struct ClientSettings {
     std::string helo_name;        // smtp_helo_name
+    // myhostname: a server that names itself so in its EHLO/HELO reply is
+    // this host (a loop: the session ends with 5.4.6); "" checks nothing.
+    std::string myhostname;
     TlsPolicy tls = TlsPolicy::May;
     bool tls_available = false;   // the glue can do TLS (a client context was loaded)
     // Credentials for AUTH to this destination (smtp_sasl_password_maps); sent

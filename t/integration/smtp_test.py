@@ -29,6 +29,7 @@ and at the server:
   - NOTIFY, ORCPT, RET, ENVID and BODY=8BITMIME passed on to a server that
     offers DSN and 8BITMIME, none of them (nor SIZE) to one that does not;
   - default_transport = error:5.7.1 ...: bounced, no server contacted;
+  - a server answering EHLO with our own myhostname: a loop, bounced 5.4.6;
   - a message of about 700 KB with dot-stuffed lines arrives intact, in
     plaintext and inside TLS; one over the server's SIZE bounces (5.3.4);
   - MX fallback: the preference-10 host greets with 554, the next one takes
@@ -317,6 +318,24 @@ def test_connection_refused_defers():
         wait_for(lambda: queue_files(inst, "deferred"), 10, "the message in deferred/")
     finally:
         stop_all(inst)
+
+
+def test_server_with_our_own_name_is_a_loop_and_bounces():
+    """A server that answers EHLO with our myhostname is this host (an MX or
+    A record pointing back at us): the mail bounces at once (5.4.6), it is
+    not sent to ourselves; the failure names the server in relay=."""
+    need_root()
+    srv = SmtpServer(name="mail.example.test").start()
+    inst = start(srv)
+    try:
+        inst.start()
+        send(inst, "a@example.test", ["x@remote.test"], subject="loop")
+        line = status_line(inst, "x@remote.test", "bounced")
+        assert "dsn=5.4.6" in line and "replied to HELO/EHLO with my own hostname mail.example.test" in line, line
+        assert f"relay=127.0.0.1[127.0.0.1]:{srv.port}," in line, line
+        assert not srv.received()
+    finally:
+        stop_all(inst, srv)
 
 
 # ---- TLS

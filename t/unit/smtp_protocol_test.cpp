@@ -412,6 +412,34 @@ TEST_CASE("EHLO 4xx ends the session; 421 without QUIT") {
     CHECK(q.io.closed);
 }
 
+TEST_CASE("a server that answers EHLO or HELO with our own name is a loop (5.4.6)") {
+    auto st = plain_settings();
+    st.myhostname = "mail.example.org";
+    for (bool helo : {false, true}) {
+        INFO("helo " << helo);
+        Run r(false, st);
+        r.feed("220 somebody ESMTP\r\n");
+        r.io.take();
+        if (helo) {
+            r.feed("502 no\r\n");
+            r.io.take();
+        }
+        r.feed("250-MAIL.example.org hello\r\n250 PIPELINING\r\n");
+        CHECK(r.c->state() == State::Closed);
+        CHECK(r.c->session_dsn() == "5.4.6");
+        CHECK(r.c->session_error() ==
+              "host " + Host + " replied to HELO/EHLO with my own hostname mail.example.org");
+        CHECK(r.io.take() == "QUIT\r\n");
+    }
+    // Another name, or no myhostname set: no loop.
+    Run other(false, st);
+    other.ready({"PIPELINING"});
+    Run unset(false);
+    unset.feed("220 x\r\n");
+    unset.feed("250 client.example\r\n");
+    CHECK(unset.c->state() == State::Ready);
+}
+
 // ---------------------------------------------------------------- STARTTLS
 
 namespace {
