@@ -327,7 +327,8 @@ void write_notification(std::string& o, const DsnInput& in, const DsnPlan& plan)
         break;
     case DsnKind::Success:
         text_line(o, "Your message was delivered to the recipients below, as you asked with the NOTIFY=SUCCESS "
-                     "delivery status notification option.",
+                     "delivery status notification option. Where the report says \"relayed\", it was passed on "
+                     "to a mail system that sends no further notifications.",
                   "");
         break;
     }
@@ -365,7 +366,7 @@ void write_report(std::string& o, const DsnInput& in, const DsnPlan& plan, int64
             field(o, "Original-Recipient", std::string(type) + "; " + std::string(addr));
         }
         field(o, "Final-Recipient", address_field(r.address));
-        field(o, "Action", action);
+        field(o, "Action", in.kind == DsnKind::Success && r.relayed ? "relayed" : action);
         field(o, "Status", status_code(r.dsn, in.kind));
         if (auto mta = remote_host(r.remote_mta); !mta.empty()) field(o, "Remote-MTA", "dns; " + mta);
         if (!r.diagnostic.empty())

@@ -74,6 +74,7 @@ struct DsnRecipient {
     std::string reason;      // human-readable text: "host mx[192.0.2.1] said: 550 5.1.1 no such user"
     std::string remote_mta;  // "mx.example.com" (or a relay "mx.example.com[192.0.2.1]:25"), or empty
     std::string diagnostic;  // "smtp; 550 5.1.1 no such user", or empty
+    bool relayed = false;    // Success: passed to a server without DSN (Action: relayed)
 };
 
 enum class DsnKind { Failure, Delay, Success };

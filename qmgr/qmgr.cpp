@@ -419,6 +419,7 @@ void Manager::completed(const Job& job, bool session_over, Result<delivery::Repl
             r.dsn = o.dsn;
             r.relay = o.relay;
             r.reason = o.reason;
+            r.handoff = o.handoff;
             r.logged = true;
         }
     }
@@ -485,9 +486,10 @@ void Manager::finish(Message& m) {
         log_result(m, i, r);
         r.logged = true;
         if (r.state == Result_::State::Bounced) failed.push_back(i);
-        // NOTIFY=SUCCESS: tell the sender about the delivery (RFC 3461 5.2.2).
+        // NOTIFY=SUCCESS: tell the sender about the delivery (RFC 3461 5.2.2),
+        // unless the next server took the request on (it reports, not us).
         if (r.state == Result_::State::Sent && (m.env.recipients[i].notify & queue::NotifySuccess) &&
-            !m.env.sender.empty())
+            r.handoff != delivery::Outcome::Handoff::Passed && !m.env.sender.empty())
             delivered_notify.push_back(i);
         if (r.state == Result_::State::Deferred || r.state == Result_::State::Pending) ++pending;
     }
@@ -610,6 +612,7 @@ bool Manager::notify(Message& m, const std::vector<std::uint32_t>& which, DsnKin
         d.orcpt = rc.orcpt;
         d.dsn = r.dsn;
         d.reason = r.reason;
+        d.relayed = r.handoff == delivery::Outcome::Handoff::Relayed;
         if (r.relay != "none" && r.relay != "local" && r.relay != "virtual") d.remote_mta = r.relay;
         in.recipients.push_back(std::move(d));
     }

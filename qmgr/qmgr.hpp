@@ -116,6 +116,7 @@ private:
     struct Result_ {
         enum class State { Pending, Sent, Deferred, Bounced } state = State::Pending;
         std::string dsn, relay, reason;
+        delivery::Outcome::Handoff handoff = delivery::Outcome::Handoff::Final;
         bool logged = false;  // the agent wrote the status line
     };
     struct Message {

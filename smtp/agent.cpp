@@ -330,7 +330,14 @@ void Agent::transaction_done(Delivery* d, const TransactionResult& r) {
         return try_next(d);
     }
     std::string relay = d->conn ? d->conn->target().text() : "none";
-    for (auto& rr : r.rcpts) d->outcomes.push_back({rr.index, kind_of(rr.kind), rr.dsn, relay, rr.reason});
+    // A server that offers DSN got our NOTIFY/ORCPT and reports from now on.
+    auto handoff = d->conn && d->conn->client().features().dsn ? delivery::Outcome::Handoff::Passed
+                                                              : delivery::Outcome::Handoff::Relayed;
+    for (auto& rr : r.rcpts) {
+        delivery::Outcome o{rr.index, kind_of(rr.kind), rr.dsn, relay, rr.reason};
+        if (o.kind == delivery::Outcome::Kind::Sent) o.handoff = handoff;
+        d->outcomes.push_back(std::move(o));
+    }
     if (d->conn) {
         d->conn->after_transaction();
         if (d->conn->phase() == Conn::Phase::Ready && !draining_ &&

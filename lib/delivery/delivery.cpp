@@ -177,7 +177,11 @@ ipc::AttrList encode(const Reply& r) {
     for (std::size_t i = 0; i < r.outcomes.size(); ++i) {
         const Outcome& o = r.outcomes[i];
         POSTERN_ASSERT(valid_dsn(o.dsn));
-        char k = o.kind == Outcome::Kind::Sent ? 'S' : o.kind == Outcome::Kind::Bounced ? 'B' : 'D';
+        char k = o.kind == Outcome::Kind::Bounced ? 'B'
+               : o.kind == Outcome::Kind::Deferred ? 'D'
+               : o.handoff == Outcome::Handoff::Relayed ? 'R'
+               : o.handoff == Outcome::Handoff::Passed  ? 'P'
+                                                        : 'S';
         std::string v = std::to_string(o.index) + " " + k + " " + o.dsn;
         v += '\0';
         v += util::printable(o.relay, 300);
@@ -206,6 +210,8 @@ Result<Reply> decode_reply(const ipc::AttrList& a, const Request& req) {
             return Error::protocol("DeliveryReply: bad out_" + std::to_string(i));
         switch (s[0]) {
         case 'S': o.kind = Outcome::Kind::Sent; break;
+        case 'R': o.kind = Outcome::Kind::Sent, o.handoff = Outcome::Handoff::Relayed; break;
+        case 'P': o.kind = Outcome::Kind::Sent, o.handoff = Outcome::Handoff::Passed; break;
         case 'D': o.kind = Outcome::Kind::Deferred; break;
         case 'B': o.kind = Outcome::Kind::Bounced; break;
         default: return Error::protocol("DeliveryReply: bad kind in out_" + std::to_string(i));

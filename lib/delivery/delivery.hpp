@@ -78,6 +78,12 @@ struct Outcome {
     std::string dsn = "4.3.0";    // enhanced status code
     std::string relay;            // "local", "mx.example[192.0.2.1]:25", "none"
     std::string reason;           // "delivered to maildir", "host ... said: 550 ..."
+    // Sent only: where the mail's DSN duties went (RFC 3461 section 6.2):
+    // Final: delivered here (a success notice, if asked, says "delivered");
+    // Relayed: to a server without DSN ("relayed"); Passed: to a server
+    // that took the NOTIFY request on (no notice from us).
+    enum class Handoff { Final, Relayed, Passed };
+    Handoff handoff = Handoff::Final;
 };
 
 struct Reply {

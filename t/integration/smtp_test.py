@@ -27,7 +27,8 @@ and at the server:
   - SMTPUTF8: bounced with 5.6.7 by a server without it, SMTPUTF8 on MAIL
     to one with it; HELO (and smtp_helo_name) when EHLO is refused;
   - NOTIFY, ORCPT, RET, ENVID and BODY=8BITMIME passed on to a server that
-    offers DSN and 8BITMIME, none of them (nor SIZE) to one that does not;
+    offers DSN and 8BITMIME (and then no success notice from us), none of
+    them (nor SIZE) to one that does not (and then a notice, "relayed");
   - default_transport = error:5.7.1 ...: bounced, no server contacted;
   - a server answering EHLO with our own myhostname: a loop, bounced 5.4.6;
   - a message of about 700 KB with dot-stuffed lines arrives intact, in
@@ -584,6 +585,11 @@ def test_dsn_parameters_passed_on_when_offered():
         assert len(mail) == 1 and re.fullmatch(
             r"MAIL FROM:<a@example\.test> SIZE=\d+ BODY=8BITMIME RET=HDRS ENVID=env\+2Bid-1", mail[0]), mail
         assert rcpt == ["RCPT TO:<x@remote.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Orig+2Bx@remote.test"], rcpt
+        # The server took NOTIFY=SUCCESS on: the success notice is its job,
+        # not ours (RFC 3461 6.2.1): nothing comes back from the null sender.
+        time.sleep(1.5)
+        assert not [m for m in srv.received() if m["sender"] == ""], srv.received()
+        assert "delivery status notification" not in inst.log()
     finally:
         stop_all(inst, srv)
 
@@ -602,6 +608,13 @@ def test_dsn_parameters_not_sent_when_not_offered():
         rcpt = [c for c in srv.commands if c.startswith("RCPT TO:<x@remote.test>")]
         assert mail == ["MAIL FROM:<a@example.test>"], mail
         assert rcpt == ["RCPT TO:<x@remote.test>"], rcpt
+        # NOTIFY=SUCCESS could not go on: we tell the sender, "relayed"
+        # (the notice itself goes back out through the same server).
+        wait_for(lambda: [m for m in srv.received() if m["sender"] == ""], WAIT, "the success notice")
+        notice = [m for m in srv.received() if m["sender"] == ""][0]
+        assert notice["rcpts"] == ["a@example.test"], notice
+        assert "Action: relayed" in notice["data"] and "Final-Recipient: rfc822; x@remote.test" in notice["data"], \
+            notice["data"]
     finally:
         stop_all(inst, srv)
 

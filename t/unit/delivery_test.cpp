@@ -96,6 +96,29 @@ TEST_CASE("delivery reply round trip and checks") {
     auto a = encode(rep);
     CHECK_FALSE(decode_reply(with(a, "out_1", std::string("0 S 5.0.0\0local\0x", 17)), r));  // class mismatch
     CHECK_FALSE(decode_reply(with(a, "out_1", std::string("0 Q 2.0.0\0local\0x", 17)), r));  // unknown kind
+    CHECK_FALSE(decode_reply(with(a, "out_1", std::string("0 R 4.0.0\0local\0x", 17)), r));  // relayed is sent
+}
+
+TEST_CASE("delivery reply carries where the DSN duties went") {
+    Request r = sample();
+    for (auto h : {Outcome::Handoff::Final, Outcome::Handoff::Relayed, Outcome::Handoff::Passed}) {
+        Reply rep;
+        Outcome o{0, Outcome::Kind::Sent, "2.0.0", "mx.example[192.0.2.1]:25", "250 ok"};
+        o.handoff = h;
+        rep.outcomes.push_back(o);
+        auto d = decode_reply(encode(rep), r);
+        REQUIRE(d);
+        CHECK(d->outcomes[0].kind == Outcome::Kind::Sent);
+        CHECK(d->outcomes[0].handoff == h);
+    }
+    // Only a sent recipient has a hand-off; the others are Final.
+    Reply rep;
+    Outcome o{0, Outcome::Kind::Deferred, "4.4.1", "none", "x"};
+    o.handoff = Outcome::Handoff::Passed;
+    rep.outcomes.push_back(o);
+    auto d = decode_reply(encode(rep), r);
+    REQUIRE(d);
+    CHECK(d->outcomes[0].handoff == Outcome::Handoff::Final);
 }
 
 TEST_CASE("dsn codes") {
