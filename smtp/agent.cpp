@@ -5,6 +5,7 @@
 #include <sysexits.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "log/log.hpp"
 #include "queue/queue.hpp"
@@ -87,6 +88,9 @@ struct Agent::Delivery {
     event::Event later;
     std::string last_failure, last_dsn, last_relay = "none";
     std::int64_t connected_us = 0;  // the connection was ready (delays=a/b/c/d)
+    // The target tried once more without TLS after an opportunistic
+    // handshake failure (as Postfix does); SIZE_MAX: none.
+    std::size_t plaintext_for = SIZE_MAX;
     std::vector<delivery::Outcome> outcomes;
 };
 
@@ -266,8 +270,10 @@ void Agent::try_next(Delivery* d) {
         if (d->last_failure.starts_with("connect to ")) log::info("%s", d->last_failure.c_str());
         else log::info("%s: %s", d->req.queue_id.c_str(), d->last_failure.c_str());
     }
-    const Target& t = d->targets[d->next_target++];
-    d->conn = Conn::open(env_, t, settings_for(d->key, *d->hop), [this, d](Conn& c) { on_conn(d, c); });
+    std::size_t at = d->next_target++;
+    auto settings = settings_for(d->key, *d->hop);
+    if (at == d->plaintext_for) settings.tls = TlsPolicy::None;
+    d->conn = Conn::open(env_, d->targets[at], settings, [this, d](Conn& c) { on_conn(d, c); });
 }
 
 void Agent::on_conn(Delivery* d, Conn& c) {
@@ -278,6 +284,12 @@ void Agent::on_conn(Delivery* d, Conn& c) {
         if (d->last_failure.empty()) d->last_failure = "lost connection with " + c.target().text();
         // relay= names a server we talked to, "none" one we never reached.
         d->last_relay = d->last_failure.starts_with("connect to ") ? "none" : c.target().text();
+        if (c.client().opportunistic_tls_failed() && d->next_target > 0 && d->plaintext_for != d->next_target - 1) {
+            log::info("%s: %s; trying again without TLS", d->req.queue_id.c_str(), d->last_failure.c_str());
+            d->plaintext_for = d->next_target - 1;
+            d->last_failure.clear();  // not logged again by try_next
+            --d->next_target;
+        }
         if (d->targets.empty()) {  // a cached connection that died: look the servers up after all
             auto hop = parse_nexthop(d->req.nexthop);
             if (!hop) return finish_all(d, delivery::Outcome::Kind::Deferred, "4.3.5", "none", "bad next hop");

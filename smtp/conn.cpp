@@ -133,7 +133,7 @@ void Conn::on_event(short what) {
     } else if (handshaking_) {
         handshaking_ = false;
         std::string why = bev_->error_text();
-        client_->on_tls_failed("TLS handshake failed: " + (why.empty() ? std::string("connection closed") : why));
+        client_->on_tls_failed(why.empty() ? std::string("the connection was closed") : why);
     } else {
         client_->on_disconnect();
     }

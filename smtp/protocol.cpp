@@ -858,8 +858,10 @@ void Client::on_tls_failed(const std::string& why) {
         // Either way the connection is unusable after a failed handshake.
         if (m.tls_required())
             m.end("TLS is required, but the TLS handshake with " + m.host + " failed: " + w, "4.7.5", false);
-        else
+        else {
+            opportunistic_tls_failed_ = true;
             m.end("TLS handshake with " + m.host + " failed: " + w, "4.7.5", false);
+        }
     }, [&](const char* w) { m.internal_error(w); });
 }
 

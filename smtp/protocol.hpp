@@ -206,6 +206,9 @@ public:
     // A "host" in reasons is peer_text without a trailing ":port".
     const std::string& session_error() const noexcept { return session_error_; }
     const std::string& session_dsn() const noexcept { return session_dsn_; }
+    // The session ended in a failed TLS handshake that the policy did not
+    // require (may): the same server may well work without TLS.
+    bool opportunistic_tls_failed() const noexcept { return opportunistic_tls_failed_; }
 
 private:
     struct Impl;
@@ -213,6 +216,7 @@ private:
     State state_ = State::Greeting;
     Features features_;
     std::string session_error_, session_dsn_;
+    bool opportunistic_tls_failed_ = false;
 };
 
 }  // namespace postern::smtp

@@ -13,7 +13,8 @@ and at the server:
     answers; no reply to the end of data (smtp_data_done_timeout); a refused
     connection; a 554 greeting (deferred with a 4.x.x DSN); a hang-up after
     the end of data (deferred, "may be sent more than once", then flushed);
-  - TLS: encrypt towards a server without STARTTLS defers (4.7.4); may over a
+  - TLS: encrypt towards a server without STARTTLS defers (4.7.4); may with
+    a failed handshake tries the same server again in plaintext; may over a
     self-signed certificate delivers inside TLS with "Untrusted TLS
     connection established to ..."; verify refuses that certificate (4.7.5);
     verify chosen by smtp_tls_policy_maps (hash:) over a global none, with
@@ -377,6 +378,30 @@ def test_tls_may_uses_starttls_with_a_self_signed_certificate():
         # EHLO again inside TLS (RFC 3207 4.2), then the transaction.
         cmds = srv.commands
         assert cmds[:3] == ["EHLO mail.example.test", "STARTTLS", "EHLO mail.example.test"], cmds
+    finally:
+        stop_all(inst, srv)
+
+
+def test_tls_may_handshake_failure_retries_in_plaintext():
+    """Opportunistic TLS that fails in the handshake: the same server once
+    more without STARTTLS (Postfix does so too), and the mail goes; with
+    encrypt it would wait."""
+    need_root()
+    inst = srv = None
+    try:
+        inst = start()
+        srv = SmtpServer(starttls=make_cert(inst.dir, "sink.example.test")).start()
+        srv.broken_tls = True
+        inst.main["relayhost"] = f"[127.0.0.1]:{srv.port}"
+        inst.write_main_cf()
+        inst.start()
+        send(inst, "a@example.test", ["x@remote.test"], subject="tls broken")
+        line = status_line(inst, "x@remote.test", "sent")
+        assert re.search(r"TLS handshake with 127\.0\.0\.1\[127\.0\.0\.1\] failed: the connection was closed; trying again without TLS",
+                         inst.log()), inst.log()[-2000:]
+        got = messages_from(srv, "a@example.test")
+        assert len(got) == 1 and not got[0]["tls"], got
+        assert srv.sessions == 2, srv.sessions
     finally:
         stop_all(inst, srv)
 

@@ -39,6 +39,7 @@ class SmtpServer:
         self.hangup = None        # verb (or ".") answered by closing the connection
         self.close_after_message = False
         self.stall = None         # verb (or ".") never answered: the client times out
+        self.broken_tls = False   # STARTTLS: 220, then garbage instead of a TLS handshake
         self.messages = []
         self.sessions = 0
         self.commands = []        # every command line received, in order
@@ -169,6 +170,9 @@ class _Session:
                 self.send("250 " + srv.name)
             elif verb == "STARTTLS" and srv.starttls and not self.tls:
                 self.send("220 2.0.0 go ahead")
+                if srv.broken_tls:
+                    self.conn.sendall(b"this is not a TLS record\r\n" * 4)
+                    return
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 ctx.load_cert_chain(*srv.starttls)
                 self.conn = ctx.wrap_socket(self.conn, server_side=True)

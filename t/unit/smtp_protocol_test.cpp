@@ -586,6 +586,8 @@ TEST_CASE("TLS handshake failure") {
         CHECK(r.c->state() == State::Closed);
         CHECK(r.c->session_error() == c.reason);
         CHECK(r.c->session_dsn() == "4.7.5");
+        // Only when TLS was optional may the glue try the server without it.
+        CHECK(r.c->opportunistic_tls_failed() == (c.p == TlsPolicy::May));
         CHECK(r.io.out.empty());
         CHECK(r.io.closed);
         REQUIRE(r.results.size() == 1);
