@@ -22,6 +22,7 @@
 #include "dns/wire.hpp"
 #include "event/event.hpp"
 #include "util/unique_fd.hpp"
+#include "t/unit/test_loop.hpp"
 
 using namespace postern;
 using namespace postern::dns;
@@ -147,32 +148,8 @@ struct FakeServer {
     }
 };
 
-// A base plus a safety timer that breaks the loop after 3 s.
-struct Loop {
-    event::Base base;
-    event::Event safety;
-    bool timed_out = false;
-    Loop() {
-        safety = event::Event::timer(base, [this] {
-            timed_out = true;
-            base.exit();
-        });
-    }
-    void run() {
-        timed_out = false;
-        safety.add(3000ms);
-        base.dispatch();
-        safety.del();
-        INFO("event loop: got the 3 s safety timeout, want a callback to call exit()");
-        REQUIRE_FALSE(timed_out);
-    }
-    // Runs the loop for a while (when nothing is expected to call exit()).
-    void run_for(std::chrono::milliseconds d) {
-        auto stop = event::Event::timer(base, [this] { base.exit(); });
-        stop.add(d);
-        base.dispatch();
-    }
-};
+// The event loop with a safety timer (t/unit/test_loop.hpp).
+using test::Loop;
 
 std::unique_ptr<Resolver> make_resolver(event::Base& base, const std::string& server,
                                         std::chrono::milliseconds timeout = 2000ms, std::size_t max = 100) {

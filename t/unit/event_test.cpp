@@ -25,6 +25,7 @@
 
 #include "event/event.hpp"
 #include "log/log.hpp"
+#include "t/unit/test_loop.hpp"
 
 using namespace postern;
 using namespace std::chrono_literals;
@@ -32,27 +33,9 @@ using SteadyClock = std::chrono::steady_clock;
 
 namespace {
 
-// A base plus a safety timer that breaks the loop after 2 s.
-struct Loop {
-    event::Base base;
-    event::Event safety;
-    bool timed_out = false;
-
-    Loop() {
-        safety = event::Event::timer(base, [this] {
-            timed_out = true;
-            base.exit();
-        });
-    }
-    // Runs until a callback calls base.exit(); fails the test if the safety timer had to.
-    void run() {
-        timed_out = false;
-        safety.add(2000ms);
-        base.dispatch();
-        safety.del();
-        INFO("event loop: got safety timeout after 2 s, want a callback to call exit()");
-        REQUIRE_FALSE(timed_out);
-    }
+// The event loop with a safety timer (t/unit/test_loop.hpp).
+struct Loop : test::Loop {
+    Loop() : test::Loop(std::chrono::milliseconds(2000)) {}
 };
 
 // Both ends of a socketpair; end a goes to the code under test, b stays ours.

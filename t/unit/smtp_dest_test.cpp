@@ -22,6 +22,7 @@
 #include "event/event.hpp"
 #include "smtp/dest.hpp"
 #include "util/unique_fd.hpp"
+#include "t/unit/test_loop.hpp"
 
 using namespace postern;
 using namespace postern::smtp;
@@ -149,31 +150,8 @@ struct FakeDns {
     }
 };
 
-// A base plus a safety timer that breaks the loop after 3 s.
-struct Loop {
-    event::Base base;
-    event::Event safety;
-    bool timed_out = false;
-    Loop() {
-        safety = event::Event::timer(base, [this] {
-            timed_out = true;
-            base.exit();
-        });
-    }
-    void run() {
-        timed_out = false;
-        safety.add(3000ms);
-        base.dispatch();
-        safety.del();
-        INFO("event loop: got the 3 s safety timeout, want the done callback to call exit()");
-        REQUIRE_FALSE(timed_out);
-    }
-    void run_for(std::chrono::milliseconds d) {
-        auto stop = event::Event::timer(base, [this] { base.exit(); });
-        stop.add(d);
-        base.dispatch();
-    }
-};
+// The event loop with a safety timer (t/unit/test_loop.hpp).
+using test::Loop;
 
 std::string show(const DestResult& r) {
     if (auto* f = std::get_if<DestFailure>(&r))

@@ -23,6 +23,7 @@
 
 #include "event/event.hpp"
 #include "tls/tls.hpp"
+#include "t/unit/test_loop.hpp"
 
 using namespace postern;
 
@@ -144,26 +145,8 @@ struct Pki {
     ~Pki() { std::filesystem::remove_all(dir); }
 };
 
-// A base plus a safety timer that breaks the loop after 3 s.
-struct Loop {
-    event::Base base;
-    event::Event safety;
-    bool timed_out = false;
-    Loop() {
-        safety = event::Event::timer(base, [this] {
-            timed_out = true;
-            base.exit();
-        });
-    }
-    void run() {
-        timed_out = false;
-        safety.add(3000ms);
-        base.dispatch();
-        safety.del();
-        INFO("event loop: got the 3 s safety timeout, want a callback to call exit()");
-        REQUIRE_FALSE(timed_out);
-    }
-};
+// The event loop with a safety timer (t/unit/test_loop.hpp).
+using test::Loop;
 
 struct Listener {
     UniqueFd fd;
