@@ -50,6 +50,16 @@ def wait_for(pred, timeout, what):
         raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
 
 
+def wait_drained(server, timeout, poll=0.05):
+    """Waits until the server's queue is empty; returns what is left."""
+    end = time.monotonic() + timeout
+    while True:
+        left = server.queued()
+        if left == 0 or time.monotonic() >= end:
+            return left
+        time.sleep(poll)
+
+
 def pid_alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:

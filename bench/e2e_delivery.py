@@ -28,7 +28,7 @@ import tempfile
 import time
 
 from common import (BIN, RESULTS, MailUser, Postern, Postfix, PssSampler, ensure_postfix, fmt, log, median,
-                    parse_params, parse_size, size_label)
+                    parse_params, parse_size, size_label, wait_drained)
 
 SENDER = "a@localhost"
 WRITTEN_BY = "bench/e2e_delivery.py"
@@ -56,16 +56,6 @@ def make_server(name, workdir, args):
     extra = {"home_mailbox": "Maildir/"}
     extra.update(args.postfix_params)
     return Postfix(workdir, mode="deliver", extra=extra, written_by=WRITTEN_BY)
-
-
-def wait_drained(server, timeout):
-    """Waits until the server's queue is empty; returns what is left."""
-    end = time.monotonic() + timeout
-    while True:
-        left = server.queued()
-        if left == 0 or time.monotonic() >= end:
-            return left
-        time.sleep(POLL)
 
 
 def prepare(server, user, drain_timeout):

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 from common import (BIN, RESULTS, Postern, Postfix, ensure_postfix, fmt, free_port, log, median, parse_params,
-                    parse_size, port_open, size_label, wait_for)
+                    parse_size, port_open, size_label, wait_drained, wait_for)
 
 SENDER = "a@localhost"
 RECIPIENT = "someone@relay.example"
@@ -90,15 +90,6 @@ def make_server(name, workdir, sink, args):
     extra = dict(relay)
     extra.update(args.postfix_params)
     return Postfix(workdir, mode="deliver", extra=extra, written_by=WRITTEN_BY)
-
-
-def wait_drained(server, timeout):
-    end = time.monotonic() + timeout
-    while True:
-        left = server.queued()
-        if left == 0 or time.monotonic() >= end:
-            return left
-        time.sleep(POLL)
 
 
 def one_run(server, sink, sessions, size, messages, args):
