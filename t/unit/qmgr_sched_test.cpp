@@ -315,6 +315,8 @@ TEST_CASE("qmgr: NOTIFY=NEVER suppresses the bounce") {
 
 TEST_CASE("qmgr: per-destination concurrency and the active limit") {
     Fixture f("default_destination_concurrency_limit = 2\nqmgr_message_active_limit = 3\n");
+    // One request per session, so that requests in flight count sessions.
+    f.s.batch_limit = [](const std::string&) { return 1; };
     std::vector<std::string> ids;
     for (int i = 0; i < 6; ++i) ids.push_back(queue_message(f.q, "s@example.org", {"u@far.example"}));
     f.start();
@@ -453,6 +455,7 @@ TEST_CASE("qmgr: one delay notice after delay_warning_time, flagged in the queue
 
 TEST_CASE("qmgr: drain finishes deliveries in flight, starts none, then reports idle") {
     Fixture f("default_destination_concurrency_limit = 1\n");
+    f.s.batch_limit = [](const std::string&) { return 1; };
     std::string a = queue_message(f.q, "s@example.org", {"u@far.example"});
     std::string b = queue_message(f.q, "s@example.org", {"u@far.example"});
     f.start();
@@ -466,6 +469,17 @@ TEST_CASE("qmgr: drain finishes deliveries in flight, starts none, then reports 
     CHECK(f.agents.calls.empty());  // the second message was not started
     CHECK(f.m->in_flight() == 0);
     CHECK(f.q.list("active").size() == 1);  // the other one waits for the next qmgr
+}
+
+TEST_CASE("qmgr: remote mail goes to smtp in sessions of up to 10 requests") {
+    Fixture f;
+    for (int i = 0; i < 25; ++i) queue_message(f.q, "s@example.org", {"u@far.example"});
+    f.start();
+    CHECK(f.agents.sessions == std::vector<std::size_t>{10, 10, 5});
+    CHECK(f.agents.calls.front().req.transport == "smtp");
+    for (int i = 0; i < 25; ++i) f.agents.answer(K::Sent, "2.0.0", "ok");
+    run(f.base);
+    CHECK(f.q.list("active").empty());
 }
 
 TEST_CASE("qmgr: messages for one local recipient go to local as one batch per session") {
