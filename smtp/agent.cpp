@@ -21,12 +21,12 @@ std::int64_t now_us() {
         .count();
 }
 
-TlsPolicy policy_of(std::string_view s, TlsPolicy fallback) {
+std::optional<TlsPolicy> policy_of(std::string_view s) {
     if (s == "none") return TlsPolicy::None;
     if (s == "may") return TlsPolicy::May;
     if (s == "encrypt") return TlsPolicy::Encrypt;
     if (s == "verify" || s == "secure") return TlsPolicy::Verify;
-    return fallback;
+    return std::nullopt;
 }
 
 std::vector<std::unique_ptr<maps::Map>> open_maps(const std::string& param, const std::string& specs) {
@@ -206,7 +206,9 @@ void Agent::drop_qmgr(QmgrConn* q) {
 
 void Agent::start_next(QmgrConn* q) {
     if (q->gone || q->queue.empty()) return;
-    auto d = new Delivery;  // owned by q->current until finish()
+    auto owned = std::make_unique<Delivery>();
+    Delivery* d = owned.get();
+    deliveries_.emplace(d, std::move(owned));
     d->q = q;
     d->req = std::move(q->queue.front());
     q->queue.pop_front();
@@ -270,10 +272,14 @@ void Agent::try_next(Delivery* d) {
         if (d->last_failure.starts_with("connect to ")) log::info("%s", d->last_failure.c_str());
         else log::info("%s: %s", d->req.queue_id.c_str(), d->last_failure.c_str());
     }
-    std::size_t at = d->next_target++;
     auto settings = settings_for(d->key, *d->hop);
-    if (at == d->plaintext_for) settings.tls = TlsPolicy::None;
-    d->conn = Conn::open(env_, d->targets[at], settings, [this, d](Conn& c) { on_conn(d, c); });
+    if (!settings) {
+        log::warn("%s: %s", d->req.queue_id.c_str(), settings.error().text.c_str());
+        return finish_all(d, delivery::Outcome::Kind::Deferred, "4.3.5", "none", settings.error().text);
+    }
+    std::size_t at = d->next_target++;
+    if (at == d->plaintext_for) settings->tls = TlsPolicy::None;
+    d->conn = Conn::open(env_, d->targets[at], *settings, [this, d](Conn& c) { on_conn(d, c); });
 }
 
 void Agent::on_conn(Delivery* d, Conn& c) {
@@ -393,7 +399,9 @@ void Agent::finish(Delivery* d) {
     QmgrConn* q = d->q;
     if (q && !q->gone) q->bev->write(ipc::encode(delivery::encode(reply)));
     // Note: d may be running its own `later` callback: free it on the next turn.
-    dead_deliveries_.emplace_back(d);
+    auto it = deliveries_.find(d);
+    dead_deliveries_.push_back(std::move(it->second));
+    deliveries_.erase(it);
     reaper_.add(std::chrono::milliseconds(0));
     if (q && !q->gone) {
         q->current = nullptr;
@@ -468,17 +476,24 @@ std::optional<std::string> Agent::lookup(const std::vector<std::unique_ptr<maps:
     return std::nullopt;
 }
 
-ClientSettings Agent::settings_for(const std::string& nexthop, const Nexthop& hop) const {
+Result<ClientSettings> Agent::settings_for(const std::string& nexthop, const Nexthop& hop) const {
     const auto& p = ctx_.params();
     ClientSettings s;
     s.helo_name = p.smtp_helo_name;
     s.myhostname = p.myhostname;
     s.tls_available = res_.tls != nullptr;
     std::vector<std::string> keys{nexthop, hop.host};
-    s.tls = policy_of(p.smtp_tls_security_level, TlsPolicy::May);
+    s.tls = policy_of(p.smtp_tls_security_level).value_or(TlsPolicy::May);  // checked by lib/config
     if (auto v = lookup(res_.tls_policy, keys)) {
+        // A misspelt level must not quietly weaken TLS: the mail waits.
         auto words = util::split_ws(*v);
-        if (!words.empty()) s.tls = policy_of(util::to_lower(words[0]), s.tls);
+        if (!words.empty()) {
+            auto level = policy_of(util::to_lower(words[0]));
+            if (!level)
+                return Error::config("smtp_tls_policy_maps: unknown TLS security level \"" +
+                                     util::printable(words[0], 50) + "\" for " + util::printable(nexthop, 100));
+            s.tls = *level;
+        }
     }
     if (p.smtp_sasl_auth_enable) {
         std::string port = std::to_string(hop.port);

@@ -75,7 +75,8 @@ private:
     std::unique_ptr<Conn> take_cached(const std::string& key);
     void bury(std::unique_ptr<Conn> c);
     void drop_qmgr(QmgrConn* q);
-    ClientSettings settings_for(const std::string& nexthop, const Nexthop& hop) const;
+    // Error::config for a bad smtp_tls_policy_maps entry.
+    Result<ClientSettings> settings_for(const std::string& nexthop, const Nexthop& hop) const;
     std::optional<std::string> lookup(const std::vector<std::unique_ptr<maps::Map>>& ms,
                                       const std::vector<std::string>& keys) const;
 
@@ -92,6 +93,7 @@ private:
     std::map<std::string, std::deque<Cached>> cache_;
     // Freed on the next loop turn (their own callbacks may be running).
     std::vector<std::unique_ptr<Conn>> graveyard_;
+    std::map<Delivery*, std::unique_ptr<Delivery>> deliveries_;  // in progress
     std::vector<std::unique_ptr<Delivery>> dead_deliveries_;
     std::vector<std::unique_ptr<QmgrConn>> dead_qmgr_;
     event::Event sweeper_, reaper_;

@@ -48,24 +48,6 @@ std::size_t enhanced_length(std::string_view text, char cls) {
     return i;
 }
 
-// RFC 3461 xtext. Note: smtpd/protocol.cpp has the decoder; the encoder
-// lives here until a second user wants it in lib/.
-std::string xtext_encode(std::string_view s) {
-    static constexpr char Hex[] = "0123456789ABCDEF";
-    std::string out;
-    out.reserve(s.size());
-    for (unsigned char c : s) {
-        if (c >= 33 && c <= 126 && c != '+' && c != '=') {
-            out += static_cast<char>(c);
-        } else {
-            out += '+';
-            out += Hex[c >> 4];
-            out += Hex[c & 15];
-        }
-    }
-    return out;
-}
-
 // An envelope address fit to go between "<" and ">" on a command line: the
 // queue should never hold anything else, but a CR or LF here would let one
 // message inject SMTP commands into the session.
@@ -574,7 +556,7 @@ struct Client::Impl {
             std::string ret = to_upper(t.ret);
             if (ret == "FULL" || ret == "HDRS") cmd += " RET=" + ret;
             if (!t.envid.empty()) {
-                std::string x = xtext_encode(t.envid);
+                std::string x = util::xtext_encode(t.envid);
                 if (x.size() <= MaxEnvid) cmd += " ENVID=" + x;
             }
         }
@@ -604,7 +586,7 @@ struct Client::Impl {
                 bool type_ok = !type.empty() && type.size() <= 20;
                 for (char c : type)
                     if (!(is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-')) type_ok = false;
-                std::string value = std::string(type) + ";" + xtext_encode(addr);
+                std::string value = std::string(type) + ";" + util::xtext_encode(addr);
                 if (type_ok && !addr.empty() && value.size() <= MaxOrcpt) cmd += " ORCPT=" + value;
             }
         }

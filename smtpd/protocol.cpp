@@ -261,30 +261,6 @@ Result<Path> parse_path(std::string_view arg, std::string_view prefix, bool allo
     return p;
 }
 
-std::optional<std::string> xtext_decode(std::string_view s) {
-    std::string out;
-    auto hex = [](char c) -> int {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-        return -1;
-    };
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        auto c = static_cast<unsigned char>(s[i]);
-        if (c == '+') {
-            if (i + 2 >= s.size()) return std::nullopt;
-            int h = hex(s[i + 1]), l = hex(s[i + 2]);
-            if (h < 0 || l < 0) return std::nullopt;
-            out += static_cast<char>(h * 16 + l);
-            i += 2;
-        } else if (c < 33 || c > 126 || c == '=') {
-            return std::nullopt;
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    return out;
-}
-
 Result<MailParams> parse_mail_params(const std::vector<std::pair<std::string, std::string>>& params) {
     MailParams m;
     for (auto& [k, v] : params) {

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "util/result.hpp"
+#include "util/strings.hpp"
 
 namespace postern::smtpd {
 
@@ -75,7 +76,7 @@ struct RcptParams {
 Result<RcptParams> parse_rcpt_params(const std::vector<std::pair<std::string, std::string>>& params);
 
 // RFC 3461 xtext: "+HH" escapes; nullopt when malformed.
-std::optional<std::string> xtext_decode(std::string_view s);
+using util::xtext_decode;
 
 // A HELO/EHLO argument: a domain name or an address literal, printable ASCII.
 bool valid_helo(std::string_view s);

@@ -101,4 +101,44 @@ std::string json_string(std::string_view s, bool ascii_only) {
     return out + "\"";
 }
 
+std::string xtext_encode(std::string_view s) {
+    static constexpr char Hex[] = "0123456789ABCDEF";
+    std::string out;
+    out.reserve(s.size());
+    for (unsigned char c : s) {
+        if (c >= 33 && c <= 126 && c != '+' && c != '=') {
+            out += static_cast<char>(c);
+        } else {
+            out += '+';
+            out += Hex[c >> 4];
+            out += Hex[c & 15];
+        }
+    }
+    return out;
+}
+
+std::optional<std::string> xtext_decode(std::string_view s) {
+    std::string out;
+    auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        auto c = static_cast<unsigned char>(s[i]);
+        if (c == '+') {
+            if (i + 2 >= s.size()) return std::nullopt;
+            int h = hex(s[i + 1]), l = hex(s[i + 2]);
+            if (h < 0 || l < 0) return std::nullopt;
+            out += static_cast<char>(h * 16 + l);
+            i += 2;
+        } else if (c < 33 || c > 126 || c == '=') {
+            return std::nullopt;
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    return out;
+}
+
 }  // namespace postern::util

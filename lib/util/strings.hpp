@@ -38,4 +38,9 @@ std::string printable(std::string_view s, std::size_t max_len = 200);
 // other bytes pass through (UTF-8), or with ascii_only are \u00XX as well.
 std::string json_string(std::string_view s, bool ascii_only = false);
 
+// RFC 3461 xtext (DSN ENVID and ORCPT values): bytes outside "!".."~" and
+// '+', '=' as "+HH". decode returns nullopt for malformed xtext.
+std::string xtext_encode(std::string_view s);
+std::optional<std::string> xtext_decode(std::string_view s);
+
 }  // namespace postern::util

@@ -19,6 +19,7 @@ and at the server:
     connection established to ..."; verify refuses that certificate (4.7.5);
     verify chosen by smtp_tls_policy_maps (hash:) over a global none, with
     smtp_tls_CAfile trusting a certificate for the IP address: "Verified";
+    a misspelt level in that map defers the mail (4.3.5);
   - AUTH PLAIN to a smarthost inside TLS from smtp_sasl_password_maps (hash:,
     `postern map build`); a wrong password (535) defers, 4.7.8, and no
     password is ever logged;
@@ -450,6 +451,27 @@ def test_tls_verify_with_trusted_certificate_and_policy_map():
         inst.wait_log(r"Verified TLS connection established to 127\.0\.0\.1\[127\.0\.0\.1\]:%d: TLSv1\.[23]" % srv.port,
                       WAIT)
         assert srv.received()[0]["tls"] is True
+    finally:
+        stop_all(inst, srv)
+
+
+
+def test_tls_policy_map_with_an_unknown_level_defers():
+    """A misspelt level in smtp_tls_policy_maps must not quietly fall back to
+    the global level (here none): the mail waits, 4.3.5, the entry named."""
+    need_root()
+    srv = SmtpServer().start()
+    inst = start(srv)
+    try:
+        hop = f"[127.0.0.1]:{srv.port}"
+        policy = build_map(inst, "tls_policy", f"{hop} encrpyt\n")
+        inst.main.update({"smtp_tls_security_level": "none", "smtp_tls_policy_maps": policy})
+        inst.write_main_cf()
+        inst.start()
+        send(inst, "a@example.test", ["x@remote.test"], subject="typo")
+        line = status_line(inst, "x@remote.test", "deferred")
+        assert "dsn=4.3.5" in line and 'unknown TLS security level "encrpyt"' in line, line
+        assert srv.sessions == 0
     finally:
         stop_all(inst, srv)
 

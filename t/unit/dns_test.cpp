@@ -23,6 +23,7 @@
 #include "event/event.hpp"
 #include "util/unique_fd.hpp"
 #include "t/unit/test_loop.hpp"
+#include "t/unit/test_net.hpp"
 
 using namespace postern;
 using namespace postern::dns;
@@ -94,15 +95,7 @@ struct FakeServer {
     event::Event ev;
 
     FakeServer(event::Base& base, bool silent) {
-        fd.reset(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-        REQUIRE(fd);
-        sockaddr_in sin{};
-        sin.sin_family = AF_INET;
-        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0);
-        socklen_t len = sizeof sin;
-        REQUIRE(::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sin), &len) == 0);
-        port = ntohs(sin.sin_port);
+        fd = test::bind_loopback(SOCK_DGRAM | SOCK_NONBLOCK, port);
         if (!silent) {
             ev = event::Event::io(base, fd.get(), EV_READ | EV_PERSIST, [this](short) { answer(); });
             ev.add();

@@ -26,6 +26,7 @@
 #include "event/event.hpp"
 #include "log/log.hpp"
 #include "t/unit/test_loop.hpp"
+#include "t/unit/test_net.hpp"
 
 using namespace postern;
 using namespace std::chrono_literals;
@@ -560,39 +561,7 @@ TEST_CASE("BufferEvent keeps working after a move") {
 
 namespace {
 
-// A TCP socket on 127.0.0.1 with a free port; listening unless told not to
-// (a bound socket that does not listen refuses connections: a closed port
-// that nobody else can take meanwhile).
-struct Listener {
-    UniqueFd fd;
-    int port = 0;
-    explicit Listener(bool listening = true) {
-        fd.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        REQUIRE(fd);
-        sockaddr_in sin{};
-        sin.sin_family = AF_INET;
-        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0);
-        socklen_t len = sizeof sin;
-        REQUIRE(::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sin), &len) == 0);
-        port = ntohs(sin.sin_port);
-        if (listening) REQUIRE(::listen(fd.get(), 8) == 0);
-    }
-    // Waits up to 1 s for a connection; returns it and the peer's address.
-    UniqueFd accept(std::string* peer_out = nullptr) {
-        pollfd p{fd.get(), POLLIN, 0};
-        REQUIRE(::poll(&p, 1, 1000) == 1);
-        sockaddr_in sin{};
-        socklen_t len = sizeof sin;
-        UniqueFd c(::accept4(fd.get(), reinterpret_cast<sockaddr*>(&sin), &len, SOCK_CLOEXEC));
-        REQUIRE(c);
-        if (peer_out) {
-            char buf[INET_ADDRSTRLEN];
-            *peer_out = ::inet_ntop(AF_INET, &sin.sin_addr, buf, sizeof buf);
-        }
-        return c;
-    }
-};
+using test::Listener;  // t/unit/test_net.hpp
 
 }  // namespace
 

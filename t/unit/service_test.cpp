@@ -33,6 +33,7 @@
 #include "service/instance.hpp"
 #include "service/proto.hpp"
 #include "service/service.hpp"
+#include "t/unit/test_net.hpp"
 
 using namespace postern;
 
@@ -503,16 +504,8 @@ std::size_t count(const std::string& text, const std::string& what) {
 }
 
 UniqueFd tcp_listener(int& port_out) {
-    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    REQUIRE(fd);
-    sockaddr_in sin{};
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0);
+    UniqueFd fd = test::bind_loopback(SOCK_STREAM, port_out);
     REQUIRE(::listen(fd.get(), 16) == 0);
-    socklen_t len = sizeof sin;
-    REQUIRE(::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sin), &len) == 0);
-    port_out = ntohs(sin.sin_port);
     return fd;
 }
 

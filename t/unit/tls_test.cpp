@@ -24,6 +24,7 @@
 #include "event/event.hpp"
 #include "tls/tls.hpp"
 #include "t/unit/test_loop.hpp"
+#include "t/unit/test_net.hpp"
 
 using namespace postern;
 
@@ -148,29 +149,7 @@ struct Pki {
 // The event loop with a safety timer (t/unit/test_loop.hpp).
 using test::Loop;
 
-struct Listener {
-    UniqueFd fd;
-    int port = 0;
-    explicit Listener(bool listening = true) {
-        fd.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        REQUIRE(fd);
-        sockaddr_in sin{};
-        sin.sin_family = AF_INET;
-        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0);
-        socklen_t len = sizeof sin;
-        REQUIRE(::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sin), &len) == 0);
-        port = ntohs(sin.sin_port);
-        if (listening) REQUIRE(::listen(fd.get(), 8) == 0);
-    }
-    UniqueFd accept() {
-        pollfd p{fd.get(), POLLIN, 0};
-        REQUIRE(::poll(&p, 1, 1000) == 1);
-        UniqueFd c(::accept4(fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
-        REQUIRE(c);
-        return c;
-    }
-};
+using test::Listener;  // t/unit/test_net.hpp
 
 std::string what_text(short what) {
     std::string s;

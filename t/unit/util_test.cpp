@@ -92,3 +92,17 @@ TEST_CASE("json_string quotes, escapes controls, and keeps or escapes 8-bit byte
     CHECK(util::json_string("caf\xc3\xa9") == "\"caf\xc3\xa9\"");
     CHECK(util::json_string("caf\xc3\xa9", true) == "\"caf\\u00c3\\u00a9\"");
 }
+
+TEST_CASE("xtext: encode escapes what decode expects, and they round-trip") {
+    CHECK(util::xtext_encode("a+b=c d") == "a+2Bb+3Dc+20d");
+    CHECK(util::xtext_encode("\xc3\xa9\r\n") == "+C3+A9+0D+0A");
+    CHECK(util::xtext_encode("") == "");
+    std::string all;
+    for (int c = 0; c < 256; ++c) all += static_cast<char>(c);
+    auto back = util::xtext_decode(util::xtext_encode(all));
+    REQUIRE(back);
+    CHECK(*back == all);
+    CHECK_FALSE(util::xtext_decode("a+2"));   // cut escape
+    CHECK_FALSE(util::xtext_decode("a+2b"));  // lower-case hex
+    CHECK_FALSE(util::xtext_decode("a=b"));
+}
