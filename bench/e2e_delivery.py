@@ -24,10 +24,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
-from common import (BIN, RESULTS, MailUser, Postern, Postfix, PssSampler, ensure_postfix, fmt, log, median,
+from common import (BIN, RESULTS, make_workdir, MailUser, Postern, Postfix, PssSampler, ensure_postfix, fmt, log, median,
                     parse_params, parse_size, size_label, wait_drained)
 
 SENDER = "a@localhost"
@@ -249,7 +248,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
-    workdir = tempfile.mkdtemp(prefix="postern-bench-e2e-")
+    workdir = make_workdir("postern-bench-e2e-")
     os.chmod(workdir, 0o755)
     homes = os.path.join(workdir, "home")
     os.mkdir(homes, 0o755)

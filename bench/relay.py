@@ -25,10 +25,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
-from common import (BIN, RESULTS, Postern, Postfix, ensure_postfix, fmt, free_port, log, median, parse_params,
+from common import (BIN, RESULTS, make_workdir, Postern, Postfix, ensure_postfix, fmt, free_port, log, median, parse_params,
                     parse_size, port_open, size_label, wait_drained, wait_for)
 
 SENDER = "a@localhost"
@@ -219,7 +218,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
-    workdir = tempfile.mkdtemp(prefix="postern-bench-relay-")
+    workdir = make_workdir("postern-bench-relay-")
     os.chmod(workdir, 0o755)
     servers, sinks, versions = [], {}, {}
     started = datetime.datetime.now()

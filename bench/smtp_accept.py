@@ -21,10 +21,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
-from common import (BIN, RESULTS, Postern, Postfix, ensure_postfix, fmt, log, median,
+from common import (BIN, RESULTS, make_workdir, Postern, Postfix, ensure_postfix, fmt, log, median,
                     parse_params, parse_size, size_label)
 
 SENDER = "a@localhost"
@@ -103,7 +102,7 @@ def main():
 
     ensure_postfix()
 
-    workdir = tempfile.mkdtemp(prefix="postern-bench-")
+    workdir = make_workdir("postern-bench-")
     os.chmod(workdir, 0o755)
     servers = []
 

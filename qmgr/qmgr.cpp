@@ -53,6 +53,7 @@ Settings Settings::from(const config::Config& cfg, const std::vector<config::Ser
     s.myhostname = p.myhostname;
     s.mail_name = p.mail_name;
     s.active_limit = static_cast<std::size_t>(p.qmgr_message_active_limit);
+    s.recycle_limit = static_cast<std::size_t>(p.queue_recycle_limit);
     s.queue_run_delay = p.queue_run_delay;
     s.min_backoff = p.minimal_backoff_time;
     s.max_backoff = std::max(p.maximal_backoff_time, p.minimal_backoff_time);
@@ -129,6 +130,10 @@ std::string Manager::path(std::string_view dir, std::string_view id) const {
 
 void Manager::start() {
     started_ = true;
+    if (s_.recycle_limit > 0) {
+        recycled_ = queue::count_recycled(s_.queue_dir);
+        recycle_counted_ = std::chrono::steady_clock::now();
+    }
     // After a crash or reboot: everything in active/ was in progress.
     scan_dir(queue::Active, false, true);
     want_incoming_ = want_deferred_ = true;
@@ -150,6 +155,22 @@ void Manager::drain() {
     draining_ = true;
     scan_ev_.del();
     timer_ev_.del();
+}
+
+int Manager::retire(std::string_view dir, const std::string& id, int fd) {
+    bool recycle = s_.recycle_limit > 0;
+    if (recycle && recycled_ >= s_.recycle_limit) {
+        // Writers may have taken some since: look again, but not often.
+        auto now = std::chrono::steady_clock::now();
+        if (now - recycle_counted_ >= std::chrono::seconds(1)) {
+            recycled_ = queue::count_recycled(s_.queue_dir);
+            recycle_counted_ = now;
+        }
+        recycle = recycled_ < s_.recycle_limit;
+    }
+    int err = queue::retire(s_.queue_dir, dir, id, fd, recycle);
+    if (err == 0 && recycle) ++recycled_;
+    return err;
 }
 
 void Manager::schedule_scan() {
@@ -519,13 +540,13 @@ void Manager::finish(Message& m) {
     };
     if (pending == 0) {
         std::string p = path(queue::Active, id);
-        if (::unlink(p.c_str()) == 0) {
+        if (int err = retire(queue::Active, id, m.fd.get()); err == 0) {
             queue::remove_defer_log(s_.queue_dir, id);
             log::info("%s: removed", id.c_str());
         } else {
             // Moved by `postern queue` meanwhile: record the outcomes in the
             // file wherever it is now, so nobody gets it twice.
-            if (errno != ENOENT) log::warn("%s: remove %s: %s", id.c_str(), p.c_str(), std::strerror(errno));
+            if (err != ENOENT) log::warn("%s: remove %s: %s", id.c_str(), p.c_str(), std::strerror(err));
             write_statuses();
         }
     } else {

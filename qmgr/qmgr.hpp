@@ -56,6 +56,7 @@ struct Settings {
     std::string myhostname = "localhost";
     std::string mail_name = "Postern";
     std::size_t active_limit = 20000;
+    std::size_t recycle_limit = 1000;  // queue_recycle_limit
     std::chrono::seconds queue_run_delay{300}, min_backoff{300}, max_backoff{4000};
     std::chrono::seconds max_lifetime{5 * 86400}, bounce_lifetime{5 * 86400};
     std::size_t bounce_size_limit = 50000;
@@ -158,6 +159,9 @@ private:
     std::string path(std::string_view dir, std::string_view id) const;
     void move_corrupt(const std::string& id, std::string_view dir, const std::string& why);
     void schedule_scan();
+    // Retires a finished queue file (queue::retire), recycling it while
+    // recycle/ holds fewer than recycle_limit files.
+    int retire(std::string_view dir, const std::string& id, int fd);
 
     event::Base& base_;
     Settings s_;
@@ -171,6 +175,10 @@ private:
     bool scanning_ = false, draining_ = false;
     event::Event scan_ev_, timer_ev_;
     std::chrono::steady_clock::time_point last_deferred_scan_{};
+    // Files put into recycle/ since it was last counted, plus that count;
+    // recounted (at most once a second) only when it reaches the limit.
+    std::size_t recycled_ = 0;
+    std::chrono::steady_clock::time_point recycle_counted_{};
 };
 
 }  // namespace postern::qmgr

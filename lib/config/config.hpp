@@ -116,6 +116,7 @@ struct Params {
     std::string transport_maps;
     std::string virtual_mailbox_domains;
     long long qmgr_message_active_limit = 0;
+    long long queue_recycle_limit = 0;
     Seconds queue_run_delay{};
     Seconds minimal_backoff_time{};
     Seconds maximal_backoff_time{};

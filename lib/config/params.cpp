@@ -123,6 +123,8 @@ const std::array kTable = {
     S("virtual_mailbox_domains", &P::virtual_mailbox_domains, "", "domains whose users are virtual mailboxes"),
     I("qmgr_message_active_limit", &P::qmgr_message_active_limit, "20000", 1, 10000000,
       "messages qmgr holds in active/ at once"),
+    I("queue_recycle_limit", &P::queue_recycle_limit, "1000", 0, 1000000,
+      "finished queue files kept emptied in recycle/ for reuse (0 = unlink them)"),
     T("queue_run_delay", &P::queue_run_delay, "300s", 1, 86400, "how often qmgr scans deferred/"),
     T("minimal_backoff_time", &P::minimal_backoff_time, "300s", 1, 86400 * 7, "shortest pause before a retry"),
     T("maximal_backoff_time", &P::maximal_backoff_time, "4000s", 1, 86400 * 7, "longest pause before a retry"),

@@ -131,7 +131,7 @@ std::optional<uint64_t> id_time_us(std::string_view id) noexcept {
 
 Result<void> make_dirs(const std::string& queue_dir) {
     if (::mkdir(queue_dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("mkdir", queue_dir, errno);
-    for (auto sub : {Incoming, Active, Deferred, Hold, Corrupt, Maildrop, DeferLog}) {
+    for (auto sub : {Incoming, Active, Deferred, Hold, Corrupt, Maildrop, DeferLog, Recycle}) {
         std::string p = join_path(queue_dir, sub);
         if (::mkdir(p.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("mkdir", p, errno);
         struct stat st {};
@@ -178,6 +178,33 @@ Result<void> move_to(const std::string& queue_dir, const std::string& id, std::s
         if (::rename(from.c_str(), to.c_str()) != 0) return sys_error("rename", from + " to " + to, errno);
     }
     return fs::fsync_dir(to_dir);
+}
+
+int retire(const std::string& queue_dir, std::string_view subdir, const std::string& id, int fd,
+           bool recycle) noexcept {
+    const std::string path = join_path(join_path(queue_dir, subdir), id);
+    if (recycle && valid_id(id)) {
+        const std::string to = join_path(join_path(queue_dir, Recycle), id);
+        if (::renameat2(AT_FDCWD, path.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) {
+            // Emptied now, so no mail lingers in recycle/. A failure leaves
+            // the bytes for the next writer's O_TRUNC.
+            if (fd >= 0) (void)::ftruncate(fd, 0);
+            return 0;
+        }
+        // No recycle/ (an old queue), a name clash, a file system without
+        // RENAME_NOREPLACE, or no such file: unlink tells which.
+    }
+    return ::unlink(path.c_str()) == 0 ? 0 : errno;
+}
+
+std::size_t count_recycled(const std::string& queue_dir) noexcept {
+    const std::string dir = join_path(queue_dir, Recycle);
+    DirPtr d(::opendir(dir.c_str()));
+    if (!d) return 0;
+    std::size_t n = 0;
+    while (const dirent* e = ::readdir(d.get()))
+        if (e->d_name[0] != '.') ++n;
+    return n;
 }
 
 }  // namespace postern::queue

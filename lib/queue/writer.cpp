@@ -4,11 +4,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <atomic>
 #include <cerrno>
+#include <mutex>
+#include <vector>
 
 #include "fs/fs.hpp"
 #include "log/log.hpp"
+#include "queue/handles.hpp"
 #include "queue/queue.hpp"
 #include "queue/record.hpp"
 
@@ -26,6 +31,82 @@ int rename_noreplace(const std::string& from, const std::string& to) {
     return ::rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
 }
 
+// Names read from recycle/ and not tried yet, for this process. Writers run
+// on the event loop and on pool threads, hence the mutex.
+struct RecyclePool {
+    std::mutex mu;
+    std::string dir;  // the recycle/ the names are from
+    std::vector<std::string> names;
+    int64_t next_read_us = 0;  // recycle/ was empty: not read again before this
+    uint64_t rng = 0;
+};
+
+constexpr std::size_t RecycleBatch = 64;
+constexpr int64_t RecycleEmptyWaitUs = 1'000'000;
+constexpr int RecycleTries = 8;
+
+RecyclePool& recycle_pool() {
+    static RecyclePool p;
+    return p;
+}
+
+// Reads up to RecycleBatch names, in random order: several smtpd processes
+// read the same directory, and taking its entries in the same order would
+// make them collide on every rename.
+void refill(RecyclePool& p) {
+    DirPtr d(::opendir(p.dir.c_str()));
+    if (!d) return;
+    while (p.names.size() < RecycleBatch) {
+        const dirent* e = ::readdir(d.get());
+        if (e == nullptr) break;
+        if (valid_id(e->d_name)) p.names.emplace_back(e->d_name);
+    }
+    if (p.rng == 0) p.rng = static_cast<uint64_t>(::getpid()) * 0x9E3779B97F4A7C15ull | 1;
+    for (std::size_t i = p.names.size(); i > 1; --i) {
+        p.rng ^= p.rng << 13, p.rng ^= p.rng >> 7, p.rng ^= p.rng << 17;
+        std::swap(p.names[i - 1], p.names[p.rng % i]);
+    }
+}
+
+// Moves a file from recycle/ to temp and opens it, emptied. An invalid fd
+// when there is none (then the caller creates a file).
+UniqueFd claim_recycled(const std::string& queue_dir, const std::string& temp, int64_t now_us) {
+    RecyclePool& p = recycle_pool();
+    std::lock_guard lock(p.mu);
+    std::string dir = join_path(queue_dir, Recycle);
+    if (p.dir != dir) {
+        p.dir = std::move(dir);
+        p.names.clear();
+        p.next_read_us = 0;
+    }
+    for (int tries = 0; tries < RecycleTries; ++tries) {
+        if (p.names.empty()) {
+            if (now_us < p.next_read_us) return {};
+            refill(p);
+            if (p.names.empty()) {
+                p.next_read_us = now_us + RecycleEmptyWaitUs;
+                return {};
+            }
+        }
+        const std::string from = join_path(p.dir, p.names.back());
+        p.names.pop_back();
+        // recycle/ belongs to the mail owner like the rest of the queue; still,
+        // only a plain file with no other name is written over. Checked
+        // before the rename, so nothing else ever lands in incoming/.
+        UniqueFd fd(::open(from.c_str(), O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+        struct stat st {};
+        if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+            if (fd || errno == ELOOP) ::unlink(from.c_str());  // not ours to reuse; a directory stays
+            continue;
+        }
+        if (rename_noreplace(from, temp) != 0) continue;  // taken by another writer
+        if (::ftruncate(fd.get(), 0) == 0 && ((st.st_mode & 07777) == 0600 || ::fchmod(fd.get(), 0600) == 0))
+            return fd;
+        ::unlink(temp.c_str());
+    }
+    return {};
+}
+
 }  // namespace
 
 Result<Writer> Writer::create_in(const std::string& queue_dir, std::string_view subdir, int64_t now_us) {
@@ -38,7 +119,9 @@ Result<Writer> Writer::create_in(const std::string& queue_dir, std::string_view 
     for (int tries = 0; tries < 100 && !w.fd_; ++tries) {
         w.temp_path_ = join_path(incoming, std::string(TempPrefix) + std::to_string(::getpid()) + "-" +
                                                std::to_string(counter.fetch_add(1)));
-        w.fd_.reset(::open(w.temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+        if (subdir == Incoming && tries == 0) w.fd_ = claim_recycled(queue_dir, w.temp_path_, now_us);
+        if (!w.fd_)
+            w.fd_.reset(::open(w.temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!w.fd_ && errno != EEXIST) return sys_error("create", w.temp_path_, errno);
     }
     if (!w.fd_) return sys_error("create", w.temp_path_, EEXIST);

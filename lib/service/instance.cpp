@@ -44,6 +44,7 @@ Result<void> prepare_queue_dirs(const config::Params& p) {
         {p.queue_directory + "/hold", 0700, uid, gid},
         {p.queue_directory + "/corrupt", 0700, uid, gid},
         {p.queue_directory + "/defer", 0700, uid, gid},
+        {p.queue_directory + "/recycle", 0700, uid, gid},
         {p.queue_directory + "/maildrop", 01730, uid, gid},
     };
     for (auto& d : dirs) {

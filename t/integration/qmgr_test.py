@@ -8,6 +8,7 @@ import glob
 import os
 import pwd
 import random
+import re
 import shutil
 import signal
 import smtplib
@@ -107,6 +108,47 @@ def test_smtp_to_maildir():
         wait_for(lambda: not os.listdir(os.path.join(inst.queue, "active")), 10, "active/ to drain")
         assert not os.listdir(os.path.join(inst.queue, "incoming"))
         assert not os.listdir(os.path.join(inst.queue, "deferred"))
+    finally:
+        finish(inst)
+
+
+def _inode_of_id(qid):
+    """The inode number a queue ID ends with (lib/queue/queue.hpp)."""
+    alphabet = "0123456789BCDFGHJKLMNPQRSTVWXYZ_"
+    n = 0
+    for c in qid[11:]:
+        n = n * 32 + alphabet.index(c)
+    return n
+
+
+def test_delivered_queue_files_are_recycled_emptied_and_reused():
+    need_root()
+    inst = start()
+    try:
+        bob = inst.users.add("bob")
+        inst.start()
+        for i in range(3):
+            send(inst, "sender@example.org", [f"{bob}@example.test"], subject=f"r{i}", body="secret %d\n" % i)
+        wait_for(lambda: len(inst.users.maildir_files(bob)) == 3, 20, "three deliveries")
+        recycle = os.path.join(inst.queue, "recycle")
+        st = os.stat(recycle)
+        assert st.st_mode & 0o777 == 0o700 and st.st_uid == pwd.getpwnam("postern").pw_uid
+        kept = wait_for(lambda: len(os.listdir(recycle)) == 3 and os.listdir(recycle), 10, "three recycled files")
+        inodes = set()
+        for name in kept:
+            fst = os.stat(os.path.join(recycle, name))
+            assert fst.st_size == 0, f"{name} still holds {fst.st_size} bytes"
+            assert fst.st_mode & 0o777 == 0o600
+            inodes.add(fst.st_ino)
+        # smtpd looks into an empty recycle/ at most once a second.
+        time.sleep(1.2)
+        send(inst, "sender@example.org", [f"{bob}@example.test"], subject="reused")
+        inst.wait_log(r"[0-9B-Z_]+: client=", count=4)
+        qids = re.findall(r"([0-9B-Z_]{12,}): client=", inst.log())
+        assert _inode_of_id(qids[-1]) in inodes, (qids, inodes)
+        wait_for(lambda: len(inst.users.maildir_files(bob)) == 4, 20, "the fourth delivery")
+        body = [open(f, "rb").read() for f in inst.users.maildir_files(bob) if b"Subject: reused" in open(f, "rb").read()]
+        assert len(body) == 1 and b"secret" not in body[0], body
     finally:
         finish(inst)
 

@@ -204,6 +204,34 @@ TEST_CASE("qmgr: delivered message is removed") {
     CHECK(f.m->active_count() == 0);
 }
 
+TEST_CASE("qmgr: a delivered message's file is emptied into recycle/, up to queue_recycle_limit") {
+    Fixture f("queue_recycle_limit = 2\n");
+    std::vector<std::string> ids;
+    for (int i = 0; i < 3; ++i) ids.push_back(queue_message(f.q, "s@example.org", {"u" + std::to_string(i) + "@far.example"}));
+    f.start();
+    REQUIRE(f.agents.calls.size() == 3);
+    for (int i = 0; i < 3; ++i) f.agents.answer(K::Sent, "2.0.0", "delivered");
+    run(f.base);
+    CHECK(f.q.list("active").empty());
+    auto kept = f.q.list("recycle");
+    INFO("recycle/ holds " << kept.size() << " files, want 2 (the limit); the third was unlinked");
+    REQUIRE(kept.size() == 2);
+    for (auto& name : kept) {
+        CHECK(std::find(ids.begin(), ids.end(), name) != ids.end());
+        CHECK(std::filesystem::file_size(f.q.path + "/recycle/" + name) == 0);
+    }
+}
+
+TEST_CASE("qmgr: queue_recycle_limit = 0 unlinks delivered messages") {
+    Fixture f("queue_recycle_limit = 0\n");
+    queue_message(f.q, "s@example.org", {"alice@example.com"});
+    f.start();
+    f.agents.answer(K::Sent, "2.0.0", "delivered to maildir");
+    run(f.base);
+    CHECK(f.q.list("active").empty());
+    CHECK(f.q.list("recycle").empty());
+}
+
 TEST_CASE("qmgr: temporary failure defers with backoff and a defer log; flush retries") {
     Fixture f;
     std::string id = queue_message(f.q, "s@example.org", {"alice@example.com"});

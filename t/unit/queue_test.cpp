@@ -124,8 +124,8 @@ std::string binary_content(std::size_t n) {
 
 // Writes and commits a message in one go; returns its ID.
 std::string commit_message(const std::string& dir, const queue::Envelope& env, std::string_view content,
-                           std::size_t piece = 4096) {
-    auto w = queue::Writer::create(dir, Now);
+                           std::size_t piece = 4096, int64_t now = Now) {
+    auto w = queue::Writer::create(dir, now);
     INFO("create: " << (w ? "" : w.error().text));
     REQUIRE(w);
     REQUIRE(w->write_envelope(env));
@@ -682,6 +682,84 @@ TEST_CASE("remove_stale_temp_files removes only temp files") {
     TempDir empty;
     std::filesystem::remove(empty / "incoming");
     CHECK_FALSE(queue::remove_stale_temp_files(empty.path));
+}
+
+ino_t inode_of(const std::string& path) {
+    struct stat st {};
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    return st.st_ino;
+}
+
+TEST_CASE("retire: recycles an emptied file that the next writer fills, keeping its inode") {
+    TempDir dir;
+    const std::string old = commit_message(dir.path, full_envelope(), std::string(100000, 'o'));
+    REQUIRE(queue::move_to(dir.path, old, queue::Incoming, queue::Active));
+    const ino_t ino = inode_of(dir / "active/" + old);
+    UniqueFd fd(::open((dir / "active/" + old).c_str(), O_RDWR | O_CLOEXEC));
+    REQUIRE(fd);
+    CHECK(queue::retire(dir.path, queue::Active, old, fd.get(), true) == 0);
+    CHECK(list(dir / "active").empty());
+    REQUIRE(list(dir / "recycle") == std::vector<std::string>{old});
+    CHECK(std::filesystem::file_size(dir / "recycle/" + old) == 0);  // no mail lingers
+    CHECK(queue::count_recycled(dir.path) == 1);
+
+    // A second later (an empty recycle/ is not read again sooner), the next
+    // message goes into that file: same inode, new ID, only the new bytes.
+    const std::string next = commit_message(dir.path, full_envelope(), "new message\r\n", 4096, Now + 2'000'000);
+    CHECK(next != old);
+    CHECK(list(dir / "recycle").empty());
+    CHECK(inode_of(dir / "incoming/" + next) == ino);
+    UniqueFd rfd(::open((dir / "incoming/" + next).c_str(), O_RDONLY | O_CLOEXEC));
+    auto got = read_all(rfd.get());
+    INFO(error_of(got));
+    REQUIRE(got.content);
+    CHECK(got.bytes == "new message\r\n");
+    CHECK(got.env->queue_id == next);
+}
+
+TEST_CASE("retire: a file left with its bytes is truncated by the writer") {
+    TempDir dir;
+    const std::string old = commit_message(dir.path, full_envelope(), std::string(5000, 'x'));
+    CHECK(queue::retire(dir.path, queue::Incoming, old, -1, true) == 0);  // no fd: not emptied
+    CHECK(std::filesystem::file_size(dir / "recycle/" + old) > 5000);
+    const std::string next = commit_message(dir.path, full_envelope(), "y", 4096, Now + 2'000'000);
+    UniqueFd rfd(::open((dir / "incoming/" + next).c_str(), O_RDONLY | O_CLOEXEC));
+    auto got = read_all(rfd.get());
+    INFO(error_of(got));
+    REQUIRE(got.content);
+    CHECK(got.bytes == "y");
+}
+
+TEST_CASE("retire: unlinks without recycling, without recycle/, and reports a missing file") {
+    TempDir dir;
+    const std::string a = commit_message(dir.path, full_envelope(), "a");
+    CHECK(queue::retire(dir.path, queue::Incoming, a, -1, false) == 0);
+    CHECK(list(dir / "incoming").empty());
+    CHECK(list(dir / "recycle").empty());
+    CHECK(queue::retire(dir.path, queue::Incoming, a, -1, true) == ENOENT);
+    CHECK(queue::retire(dir.path, queue::Incoming, a, -1, false) == ENOENT);
+    std::filesystem::remove(dir / "recycle");
+    const std::string b = commit_message(dir.path, full_envelope(), "b");
+    CHECK(queue::retire(dir.path, queue::Incoming, b, -1, true) == 0);
+    CHECK(list(dir / "incoming").empty());
+    CHECK(queue::count_recycled(dir.path) == 0);
+    // A writer copes with the missing directory too.
+    CHECK_FALSE(commit_message(dir.path, full_envelope(), "c", 4096, Now + 2'000'000).empty());
+}
+
+TEST_CASE("Writer: recycle/ entries that are not plain files with one link are not written over") {
+    TempDir dir;
+    const int64_t t = Now + 50'000'000;  // a time no other test's writer has seen in this process
+    // Valid queue ID names, wrong things: a directory, a hard-linked file, a symlink.
+    const std::string d = queue::make_id(1, 1), h = queue::make_id(1, 2), s = queue::make_id(1, 3);
+    std::filesystem::create_directory(dir / "recycle/" + d);
+    REQUIRE(fs::atomic_write(dir / "hold/keep", "precious", 0600));
+    REQUIRE(::link((dir / "hold/keep").c_str(), (dir / "recycle/" + h).c_str()) == 0);
+    std::filesystem::create_symlink(dir / "hold/keep", dir / "recycle/" + s);
+    const std::string id = commit_message(dir.path, full_envelope(), "z", 4096, t);
+    CHECK(slurp(dir / "hold/keep") == "precious");
+    CHECK(list(dir / "incoming") == std::vector<std::string>{id});
+    CHECK(list(dir / "recycle") == std::vector<std::string>{d});  // the extra names went, the directory stayed
 }
 
 TEST_CASE("move_to: between queues, refusing bad IDs and directories") {
