@@ -64,6 +64,20 @@ def make_workdir(prefix):
     return d
 
 
+def set_aside(path, aside_root):
+    """Renames directory `path` into `aside_root` and makes an empty one like
+    it (mode, owner) in its place: a queue or mailbox emptied without freeing
+    an inode (see make_workdir). Daemons reach their directories by path, so
+    they write into the new one from the next file on."""
+    st = os.stat(path)
+    os.makedirs(aside_root, mode=0o700, exist_ok=True)
+    n = len(os.listdir(aside_root)) + 1
+    os.rename(path, os.path.join(aside_root, f"{n}-{os.path.basename(path)}"))
+    os.mkdir(path, 0o700)
+    os.chown(path, st.st_uid, st.st_gid)
+    os.chmod(path, st.st_mode & 0o7777)
+
+
 def wait_drained(server, timeout, poll=0.05):
     """Waits until the server's queue is empty; returns what is left."""
     end = time.monotonic() + timeout
@@ -440,6 +454,10 @@ class Postern(Server):
         """Messages in the queue (temporary .tmp-* files of smtpd included)."""
         return sum(count_files(os.path.join(self.queue, q)) for q in self.QUEUES)
 
+    def set_aside_incoming(self):
+        """Empties incoming/ (with no qmgr running) without unlinking."""
+        set_aside(os.path.join(self.queue, "incoming"), os.path.join(self.dir, "aside"))
+
     def clean_queue(self):
         """Removes every queue file and defer log. qmgr tolerates files that
         vanish under it (that is what `postern queue delete` does)."""
@@ -564,6 +582,10 @@ class Postfix(Server):
 
     def queued(self):
         return sum(count_files(os.path.join(self.queue, q)) for q in ("incoming", "active", "deferred", "hold"))
+
+    def set_aside_incoming(self):
+        """Empties incoming/ (accept mode: no qmgr) without unlinking."""
+        set_aside(os.path.join(self.queue, "incoming"), os.path.join(self.dir, "aside"))
 
     def clean_queue(self):
         run(["postsuper", "-c", self.etc, "-d", "ALL"], check=False)
