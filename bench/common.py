@@ -18,7 +18,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "build", "bin")
+# POSTERN_BENCH_BIN: another build to measure (an A/B comparison of two builds).
+BIN = os.environ.get("POSTERN_BENCH_BIN") or os.path.join(ROOT, "build", "bin")
 RESULTS = os.path.join(ROOT, "bench", "results")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -50,6 +51,38 @@ def wait_for(pred, timeout, what):
         raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
 
 
+# When a benchmark last freed its files (remove_workdir), and how long its
+# freed inodes keep costing (see make_workdir): ext4 counts an inode freed
+# less than 60 s ago as recent, 360 s while its inode table block is dirty.
+SETTLE_STAMP = "/var/tmp/postern-bench-freed"
+SETTLE_S = 400
+
+
+def settle():
+    """Waits until the inodes the last benchmark's clean-up freed no longer
+    slow file creation (POSTERN_BENCH_NO_SETTLE=1 skips this). A benchmark
+    run with --keep frees nothing and leaves no wait behind."""
+    if os.environ.get("POSTERN_BENCH_NO_SETTLE"):
+        return
+    try:
+        age = time.time() - os.stat(SETTLE_STAMP).st_mtime
+    except OSError:
+        return
+    if 0 <= age < SETTLE_S:
+        log(f"waiting {SETTLE_S - age:.0f} s for the inodes the last benchmark freed to age "
+            f"(ext4 skips recently freed inodes at a cost; POSTERN_BENCH_NO_SETTLE=1 skips the wait)")
+        time.sleep(SETTLE_S - age)
+
+
+def remove_workdir(path):
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        with open(SETTLE_STAMP, "w"):
+            pass
+    except OSError:
+        pass
+
+
 def make_workdir(prefix):
     """A temporary directory whose subdirectories (each server's own, each
     user's home) ext4 spreads over block groups of their own (chattr +T, the
@@ -58,7 +91,10 @@ def make_workdir(prefix):
     last minute or more (up to 6 with a dirty inode table), so files freed by
     an earlier benchmark's clean-up, or by the other server's run, would slow
     this server's file creation. In groups of their own, each server pays only
-    for the inodes it frees itself. Harmless where chattr or +T is missing."""
+    for the inodes it frees itself. Harmless where chattr or +T is missing.
+    Orlov prefers groups with many free inodes, which includes those an
+    earlier benchmark just emptied: settle() first."""
+    settle()
     d = tempfile.mkdtemp(prefix=prefix)
     subprocess.run(["chattr", "+T", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     return d

@@ -20,13 +20,12 @@ import json
 import os
 import platform
 import resource
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
-from common import (BIN, RESULTS, make_workdir, MailUser, Postern, Postfix, PssSampler, ensure_postfix, fmt, log, median,
+from common import (BIN, RESULTS, make_workdir, remove_workdir, MailUser, Postern, Postfix, PssSampler, ensure_postfix, fmt, log, median,
                     parse_params, parse_size, size_label, wait_drained)
 
 SENDER = "a@localhost"
@@ -329,7 +328,7 @@ def main():
         if args.keep:
             log(f"kept {workdir}")
         else:
-            shutil.rmtree(workdir, ignore_errors=True)
+            remove_workdir(workdir)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     if not rows:

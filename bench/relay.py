@@ -21,13 +21,12 @@ import os
 import platform
 import re
 import resource
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
-from common import (BIN, RESULTS, make_workdir, Postern, Postfix, ensure_postfix, fmt, free_port, log, median, parse_params,
+from common import (BIN, RESULTS, make_workdir, remove_workdir, Postern, Postfix, ensure_postfix, fmt, free_port, log, median, parse_params,
                     parse_size, port_open, size_label, wait_drained, wait_for)
 
 SENDER = "a@localhost"
@@ -267,7 +266,7 @@ def main():
         if args.keep:
             log(f"kept {workdir}")
         else:
-            shutil.rmtree(workdir, ignore_errors=True)
+            remove_workdir(workdir)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     if not any(raw.values()):

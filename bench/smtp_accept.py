@@ -17,13 +17,12 @@ import json
 import os
 import platform
 import resource
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
-from common import (BIN, RESULTS, make_workdir, Postern, Postfix, ensure_postfix, fmt, log, median,
+from common import (BIN, RESULTS, make_workdir, remove_workdir, Postern, Postfix, ensure_postfix, fmt, log, median,
                     parse_params, parse_size, size_label)
 
 SENDER = "a@localhost"
@@ -167,7 +166,7 @@ def main():
         if args.keep:
             log(f"kept {workdir}")
         else:
-            shutil.rmtree(workdir, ignore_errors=True)
+            remove_workdir(workdir)
 
     if not rows:
         sys.exit(1)
