@@ -97,7 +97,7 @@ Settings Settings::from(const config::Config& cfg, const std::vector<config::Ser
     // one mailbox in one child with one directory fsync; smtp carries a
     // batch over one cached connection, and fewer sessions mean fewer agent
     // restarts (max_use), whose connection caches go with them.
-    s.batch_limit = [is_local](const std::string& t) { return is_local(t) ? 20 : 10; };
+    s.batch_limit = [is_local](const std::string& t) { return is_local(t) ? 64 : 10; };
     s.recipient_limit = [rcpt, dr, is_local](const std::string& t) {
         auto it = rcpt.find(t);
         return std::min(it != rcpt.end() ? it->second : is_local(t) ? 1 : dr, static_cast<int>(delivery::MaxRecipients));

@@ -12,6 +12,7 @@
 #include <ctime>
 
 #include "util/assert.hpp"
+#include "util/pid.hpp"
 
 namespace postern::log {
 namespace {
@@ -76,11 +77,11 @@ void emit(Level level, const char* fmt, va_list ap) noexcept {
             localtime_r(&now, &tm);
             len = std::strftime(line, sizeof line, "%b %e %H:%M:%S ", &tm);
             int m = std::snprintf(line + len, sizeof line - len, "%s %s[%d]: %s%s\n", g_host,
-                                  g_opts.tag.c_str(), static_cast<int>(::getpid()), prefix(level), text);
+                                  g_opts.tag.c_str(), static_cast<int>(util::cached_pid()), prefix(level), text);
             len += (m > 0) ? std::min<std::size_t>(static_cast<std::size_t>(m), sizeof line - len - 1) : 0;
         } else {
             int m = std::snprintf(line, sizeof line, "%s[%d]: %s%s\n", g_opts.tag.c_str(),
-                                  static_cast<int>(::getpid()), prefix(level), text);
+                                  static_cast<int>(util::cached_pid()), prefix(level), text);
             len = (m > 0) ? std::min<std::size_t>(static_cast<std::size_t>(m), sizeof line - 1) : 0;
         }
         if (len > 0 && line[len - 1] != '\n') line[len - 1] = '\n';

@@ -15,6 +15,7 @@
 
 #include "log/log.hpp"
 #include "mailbox/handles.hpp"
+#include "util/pid.hpp"
 
 namespace postern::mailbox {
 namespace {
@@ -110,7 +111,7 @@ std::string unique_name(int64_t now_us, const std::string& host) {
     if (now_us < 0) now_us = 0;  // a clock before 1970 is not worth an error
     char head[96];
     std::snprintf(head, sizeof head, "%" PRId64 ".M%" PRId64 "P%ldQ%" PRIu64 ".", now_us / UsPerSec,
-                  now_us % UsPerSec, static_cast<long>(::getpid()), delivery_counter.fetch_add(1) + 1);
+                  now_us % UsPerSec, static_cast<long>(util::cached_pid()), delivery_counter.fetch_add(1) + 1);
     return head + host;
 }
 

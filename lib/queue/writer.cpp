@@ -16,6 +16,7 @@
 #include "queue/handles.hpp"
 #include "queue/queue.hpp"
 #include "queue/record.hpp"
+#include "util/pid.hpp"
 
 namespace postern::queue {
 
@@ -61,7 +62,7 @@ void refill(RecyclePool& p) {
         if (e == nullptr) break;
         if (valid_id(e->d_name)) p.names.emplace_back(e->d_name);
     }
-    if (p.rng == 0) p.rng = static_cast<uint64_t>(::getpid()) * 0x9E3779B97F4A7C15ull | 1;
+    if (p.rng == 0) p.rng = static_cast<uint64_t>(util::cached_pid()) * 0x9E3779B97F4A7C15ull | 1;
     for (std::size_t i = p.names.size(); i > 1; --i) {
         p.rng ^= p.rng << 13, p.rng ^= p.rng >> 7, p.rng ^= p.rng << 17;
         std::swap(p.names[i - 1], p.names[p.rng % i]);
@@ -100,7 +101,9 @@ UniqueFd claim_recycled(const std::string& queue_dir, const std::string& temp, i
             continue;
         }
         if (rename_noreplace(from, temp) != 0) continue;  // taken by another writer
-        if (::ftruncate(fd.get(), 0) == 0 && ((st.st_mode & 07777) == 0600 || ::fchmod(fd.get(), 0600) == 0))
+        // qmgr empties a file as it recycles it; a crash may leave one full.
+        if ((st.st_size == 0 || ::ftruncate(fd.get(), 0) == 0) &&
+            ((st.st_mode & 07777) == 0600 || ::fchmod(fd.get(), 0600) == 0))
             return fd;
         ::unlink(temp.c_str());
     }
@@ -117,7 +120,7 @@ Result<Writer> Writer::create_in(const std::string& queue_dir, std::string_view 
     // O_EXCL can only collide with a file left by an earlier process with the
     // same pid; move on to the next counter value then.
     for (int tries = 0; tries < 100 && !w.fd_; ++tries) {
-        w.temp_path_ = join_path(incoming, std::string(TempPrefix) + std::to_string(::getpid()) + "-" +
+        w.temp_path_ = join_path(incoming, std::string(TempPrefix) + std::to_string(util::cached_pid()) + "-" +
                                                std::to_string(counter.fetch_add(1)));
         if (subdir == Incoming && tries == 0) w.fd_ = claim_recycled(queue_dir, w.temp_path_, now_us);
         if (!w.fd_)

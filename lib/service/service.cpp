@@ -20,6 +20,7 @@
 #include "privs/privs.hpp"
 #include "service/proto.hpp"
 #include "util/strings.hpp"
+#include "util/pid.hpp"
 
 namespace postern::service {
 
@@ -160,7 +161,7 @@ private:
     void report(proto::Status s) {
         if (reported_ == static_cast<int>(s)) return;
         reported_ = static_cast<int>(s);
-        proto::StatusMsg m{static_cast<std::int32_t>(::getpid()), opts_.generation, s};
+        proto::StatusMsg m{static_cast<std::int32_t>(util::cached_pid()), opts_.generation, s};
         ssize_t n;
         do n = ::write(proto::kStatusFd, &m, sizeof m);
         while (n < 0 && errno == EINTR);
@@ -198,9 +199,11 @@ private:
             }
             UniqueFd conn(fd);
             ++used_;
-            // Tell master this process did work (it only throttles services
-            // whose children die before doing any); update() reports Avail again.
-            report(proto::Status::Taken);
+            // Tell master once that this process did work (it only throttles
+            // services whose children die before doing any); update() reports
+            // Avail again. Not per connection: a process serving many
+            // sessions would send master two messages for each.
+            if (used_ == 1) report(proto::Status::Taken);
             if (spec_.skeleton == Skeleton::Trigger) {
                 handle_trigger(std::move(conn));
                 continue;

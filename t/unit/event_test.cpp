@@ -326,7 +326,10 @@ TEST_CASE("BufferEvent write() arrives at the peer and drains the output") {
     be.enable(EV_WRITE);
     const std::string msg = "220 ready\r\n250 ok\r\n";
     be.write(msg);
-    CHECK(be.output_length() == msg.size());
+    // Nothing was queued, so it went to the socket at once; the write
+    // callback still comes from the loop, never from inside write().
+    CHECK(be.output_length() == 0);
+    CHECK(drained == 0);
     loop.run();
     INFO("on_write calls: got " << drained << ", want 1");
     CHECK(drained == 1);
@@ -355,11 +358,29 @@ TEST_CASE("BufferEvent write() of a large buffer arrives whole") {
     });
     reader.add();
     be.enable(EV_WRITE);
-    be.write(msg);
+    // More than the socket takes at once: the rest is queued, and what is
+    // written after it queues behind it, in order.
+    be.write(msg.substr(0, msg.size() - 10));
+    CHECK(be.output_length() > 0);
+    be.write(msg.substr(msg.size() - 10));
     loop.run();
     INFO("peer received: got " << got.size() << " bytes, want " << msg.size());
     CHECK(got.size() == msg.size());
     CHECK(got == msg);
+}
+
+TEST_CASE("BufferEvent write() with writing disabled queues until it is enabled") {
+    Loop loop;
+    Pair p;
+    event::BufferEvent be(loop.base, std::move(p.a));
+    be.on_write([&] { loop.base.exit(); });
+    be.disable(EV_WRITE);
+    be.write("held\r\n");
+    CHECK(be.output_length() == 6);
+    be.enable(EV_WRITE);
+    loop.run();
+    CHECK(be.output_length() == 0);
+    CHECK(recv_some(p.b.get(), 6) == "held\r\n");
 }
 
 namespace {

@@ -512,12 +512,12 @@ TEST_CASE("qmgr: remote mail goes to smtp in sessions of up to 10 requests") {
 
 TEST_CASE("qmgr: messages for one local recipient go to local as one batch per session") {
     Fixture f;
-    for (int i = 0; i < 25; ++i) queue_message(f.q, "s@example.org", {"alice@example.com"});
+    for (int i = 0; i < 70; ++i) queue_message(f.q, "s@example.org", {"alice@example.com"});
     f.start();
-    // 25 requests for one destination: a session of 20 and one of 5 (concurrency 2).
-    CHECK(f.agents.sessions == std::vector<std::size_t>{20, 5});
-    REQUIRE(f.agents.calls.size() == 25);
-    for (int i = 0; i < 25; ++i) f.agents.answer(K::Sent, "2.0.0", "delivered to maildir");
+    // 70 requests for one destination: a session of 64 and one of 6 (concurrency 2).
+    CHECK(f.agents.sessions == std::vector<std::size_t>{64, 6});
+    REQUIRE(f.agents.calls.size() == 70);
+    for (int i = 0; i < 70; ++i) f.agents.answer(K::Sent, "2.0.0", "delivered to maildir");
     run(f.base);
     CHECK(f.q.list("active").empty());
     CHECK(f.m->in_flight() == 0);
