@@ -53,9 +53,10 @@ def wait_for(pred, timeout, what):
 
 # When a benchmark last freed its files (remove_workdir), and how long its
 # freed inodes keep costing (see make_workdir): ext4 counts an inode freed
-# less than 60 s ago as recent, 360 s while its inode table block is dirty.
+# less than 60 s ago as recent, 360 s while its inode table block is dirty;
+# settle() syncs first, so the blocks are clean and 60 s (plus margin) do.
 SETTLE_STAMP = "/var/tmp/postern-bench-freed"
-SETTLE_S = 400
+SETTLE_S = 70
 
 
 def settle():
@@ -69,6 +70,7 @@ def settle():
     except OSError:
         return
     if 0 <= age < SETTLE_S:
+        os.sync()
         log(f"waiting {SETTLE_S - age:.0f} s for the inodes the last benchmark freed to age "
             f"(ext4 skips recently freed inodes at a cost; POSTERN_BENCH_NO_SETTLE=1 skips the wait)")
         time.sleep(SETTLE_S - age)

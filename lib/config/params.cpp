@@ -57,7 +57,7 @@ const std::array kTable = {
     S("maillog_file", &P::maillog_file, "", "log to this file instead of syslog (\"-\" = stderr)"),
     S("syslog_name", &P::syslog_name, "postern", "prefix of every log tag"),
     I("default_process_limit", &P::default_process_limit, "100", 1, 100000, "maxproc when master.cf says -"),
-    I("max_use", &P::max_use, "100", 1, 1000000000, "sessions a daemon process serves before it exits"),
+    I("max_use", &P::max_use, "100", 1, 1000000000, "sessions a daemon process serves per client slot before it exits"),
     T("max_idle", &P::max_idle, "100s", 1, 86400 * 7, "an idle daemon process exits after this long"),
     T("service_throttle_time", &P::service_throttle_time, "60s", 1, 86400,
       "pause before a broken service is started again"),

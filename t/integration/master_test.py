@@ -246,7 +246,8 @@ def test_max_idle_and_max_use():
     need_root()
     p1, p2 = free_port(), free_port()
     inst = Instance(main_cf={"max_idle": "1s"},
-                    master_cf=inet(p1) + f"127.0.0.1:{p2} inet n - y - - testd -o max_use=1 -o max_idle=100s\n").start()
+                    master_cf=inet(p1) + f"127.0.0.1:{p2} inet n - y - - testd -o max_use=1 -o max_idle=100s "
+                                         f"-o service_client_limit=1\n").start()
     c, h = testd_hello(p1)
     c.send("quit")
     wait_for(lambda: not alive(int(h["pid"])), timeout=5, what="idle child to exit after max_idle")
@@ -255,6 +256,24 @@ def test_max_idle_and_max_use():
     c2, b = testd_hello(p2)
     assert a["pid"] != b["pid"], "max_use=1: the second session needs a new process"
     wait_for(lambda: not alive(int(a["pid"])), timeout=5, what="used-up child to exit")
+
+
+def test_max_use_counts_per_client_slot():
+    need_root()
+    port = free_port()
+    # A process with 2 client slots and max_use=2 serves 4 sessions, then a
+    # new process takes over.
+    inst = Instance(master_cf=f"127.0.0.1:{port} inet n - y - - testd -o max_use=2 -o max_idle=100s "
+                              f"-o service_client_limit=2\n").start()
+    pids = []
+    for _ in range(5):
+        c, h = testd_hello(port)
+        pids.append(h["pid"])
+        c.send("quit")
+        c.close()
+    assert len(set(pids[:4])) == 1, f"four sessions in one process, got {pids}"
+    assert pids[4] != pids[0], f"the fifth session needs a new process, got {pids}"
+    wait_for(lambda: not alive(int(pids[0])), timeout=5, what="used-up child to exit")
 
 
 def test_single_skeleton_spawns_up_to_maxproc():
