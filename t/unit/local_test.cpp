@@ -16,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -585,6 +586,10 @@ TEST_CASE("LfWriter: CRLF to LF and From quoting, whatever the chunking") {
         {"From here\r\n", "From here\n", false},
         {"From ", ">From ", true},
         {"x From y\n", "x From y\n", true},
+        {"\r\r\n", "\r\n", false},
+        {"a\r", "a\r", false},
+        {"\r\n\r\n", "\n\n", false},
+        {"x\r\r\r\ny\n", "x\r\r\ny\n", false},
     };
     for (auto& c : cases) {
         for (std::size_t step : {std::size_t(1), std::size_t(2), std::size_t(3), c.in.size() + 1}) {
@@ -595,6 +600,30 @@ TEST_CASE("LfWriter: CRLF to LF and From quoting, whatever the chunking") {
             INFO("input " << c.in << " step " << step << ": got " << out << ", want " << c.want);
             CHECK(out == c.want);
         }
+    }
+}
+
+TEST_CASE("LfWriter: random CR/LF soup, any chunking, equals CRLF -> LF done by hand") {
+    std::mt19937 rng(7);
+    for (int round = 0; round < 200; ++round) {
+        std::string in;
+        const std::size_t len = rng() % 64;
+        for (std::size_t i = 0; i < len; ++i) in += "\r\nab"[rng() % 4];
+        std::string want;
+        for (std::size_t i = 0; i < in.size(); ++i) {
+            if (in[i] == '\r' && i + 1 < in.size() && in[i + 1] == '\n') continue;  // the LF follows
+            want += in[i];
+        }
+        LfWriter w(false);
+        std::string out;
+        for (std::size_t i = 0; i < in.size();) {
+            std::size_t step = 1 + rng() % 5;
+            w.feed(std::string_view(in).substr(i, step), out);
+            i += step;
+        }
+        w.finish(out);
+        INFO("round " << round);
+        CHECK(out == want);
     }
 }
 
