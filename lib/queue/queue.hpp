@@ -217,7 +217,7 @@ public:
     // ID from now_us and the file's inode. When recycle/ has a file it is
     // renamed to the temp name and truncated instead (a regular file with one
     // link, or it is removed and the next one tried); recycle/ is read at most
-    // once a second while it is empty.
+    // once a second while it is empty. Only files owned by the writer's euid.
     static Result<Writer> create(const std::string& queue_dir, int64_t now_us);
     // For sendmail(1) (setgid, cannot open maildrop/ to fsync it): creates
     // maildrop/.tmp-PID-N (0600) and at once renames it to maildrop/<ID>, so

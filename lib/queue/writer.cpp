@@ -100,6 +100,10 @@ UniqueFd claim_recycled(const std::string& queue_dir, const std::string& temp, i
             if (fd || errno == ELOOP) ::unlink(from.c_str());  // not ours to reuse; a directory stays
             continue;
         }
+        // Only files of the writer's own user: a root writer (local
+        // re-queueing forwarded mail) never writes into a file the mail
+        // owner could have put there, and leaves those for the others.
+        if (st.st_uid != ::geteuid()) continue;
         if (rename_noreplace(from, temp) != 0) continue;  // taken by another writer
         // qmgr empties a file as it recycles it; a crash may leave one full.
         if ((st.st_size == 0 || ::ftruncate(fd.get(), 0) == 0) &&

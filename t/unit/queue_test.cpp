@@ -762,6 +762,23 @@ TEST_CASE("Writer: recycle/ entries that are not plain files with one link are n
     CHECK(list(dir / "recycle") == std::vector<std::string>{d});  // the extra names went, the directory stayed
 }
 
+TEST_CASE("Writer: a recycled file of another user is left alone") {
+    TempDir dir;
+    const std::string other = queue::make_id(1, 9);
+    REQUIRE(fs::atomic_write(dir / "recycle/" + other, "", 0600));
+    const uid_t stranger = ::geteuid() == 0 ? 65534 : ::geteuid();
+    if (::geteuid() == 0) REQUIRE(::chown((dir / "recycle/" + other).c_str(), stranger, stranger) == 0);
+    const std::string id = commit_message(dir.path, full_envelope(), "q", 4096, Now + 90'000'000);
+    if (::geteuid() == 0) {
+        // root (local re-queueing forwarded mail) never writes into a file the
+        // mail owner could have swapped in; the file stays for its owner.
+        CHECK(list(dir / "recycle") == std::vector<std::string>{other});
+        CHECK(inode_of(dir / "incoming/" + id) != inode_of(dir / "recycle/" + other));
+    } else {
+        CHECK(list(dir / "recycle").empty());  // our own file: reused
+    }
+}
+
 TEST_CASE("move_to: between queues, refusing bad IDs and directories") {
     TempDir dir;
     std::string id = commit_message(dir.path, full_envelope(), "x");
