@@ -1,16 +1,34 @@
 // smtpd/recipients.cpp - system users and alias keys as the local recipient table.
 #include "smtpd/recipients.hpp"
 
+#include <fcntl.h>
 #include <pwd.h>
+#include <sys/stat.h>
 
 #include "log/log.hpp"
 #include "util/strings.hpp"
 
 namespace postern::smtpd {
 
+void LocalRecipients::watch_users_file(const std::string& path) {
+    users_fd_.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+    struct stat st {};
+    if (users_fd_ && ::fstat(users_fd_.get(), &st) == 0) users_mtime_ = st.st_mtim;
+    else users_fd_.reset();
+}
+
+bool LocalRecipients::users_changed(std::chrono::steady_clock::time_point now) {
+    if (!users_fd_ || now - users_checked_ < std::chrono::seconds(1)) return false;
+    users_checked_ = now;
+    struct stat st {};
+    if (::fstat(users_fd_.get(), &st) != 0) return false;
+    return st.st_nlink == 0 || st.st_mtim.tv_sec != users_mtime_.tv_sec || st.st_mtim.tv_nsec != users_mtime_.tv_nsec;
+}
+
 void LocalRecipients::load(const config::Params& p) {
-    // Note: a snapshot taken before the chroot; smtpd processes are short-lived
-    // (max_use, max_idle), so new users are seen within minutes.
+    // Note: a snapshot taken before the chroot; users_changed() tells when
+    // /etc/passwd changes, so that a fresh smtpd takes a new snapshot.
+    watch_users_file("/etc/passwd");
     setpwent();
     while (passwd* pw = getpwent()) users_.insert(util::to_lower(pw->pw_name));
     endpwent();

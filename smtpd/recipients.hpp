@@ -10,16 +10,25 @@
 //   LocalRecipients r;  r.load(params);   // as root, before the jail
 //   r.exists("alice");                    // std::optional<bool>
 //   if (auto* m = r.changed_table()) ...  // rebuilt since load: time for a new smtpd
+//   if (r.users_changed(now)) ...         // /etc/passwd changed since load: the same
 // ERRORS
 //   A map that fails at lookup time gives nullopt (try later, 451).
 // CHANGES
 //   The maps cannot be opened again from inside the jail; changed_table()
 //   tells the server that one was rebuilt, so that the process can exit and
 //   master start one with the new table (maps/maps.hpp, Map::changed).
+//   Likewise users_changed() for /etc/passwd, watched through a descriptor
+//   opened before the jail (replaced: no links left; edited: new mtime),
+//   looked at at most once a second. An smtpd lives for max_use x
+//   service_client_limit sessions, which under steady traffic can be days, so
+//   a new user must not wait for it to end. Users from other NSS sources
+//   (LDAP, systemd) are seen only when the process ends.
 // SECURITY
 //   Keys are lower-cased local parts; nothing is executed.
 #pragma once
 
+#include <chrono>
+#include <ctime>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,6 +38,7 @@
 
 #include "config/config.hpp"
 #include "maps/maps.hpp"
+#include "util/unique_fd.hpp"
 
 namespace postern::smtpd {
 
@@ -41,6 +51,12 @@ public:
     std::optional<bool> virtual_exists(std::string_view address) const;
     // The first alias map whose file was replaced since load(), or nullptr.
     const maps::Map* changed_table() const;
+    // Watches this file (load() watches /etc/passwd) for users_changed().
+    void watch_users_file(const std::string& path);
+    // The watched file was replaced or modified since watch_users_file();
+    // false without a file, and without a look when the last one was less
+    // than a second before now.
+    bool users_changed(std::chrono::steady_clock::time_point now);
     void add_user(std::string name) { users_.insert(std::move(name)); }
 
 private:
@@ -48,6 +64,9 @@ private:
     std::vector<std::unique_ptr<maps::Map>> maps_;
     std::vector<std::unique_ptr<maps::Map>> virtual_maps_;
     bool virtual_ok_ = true;
+    UniqueFd users_fd_;
+    std::timespec users_mtime_{};
+    std::chrono::steady_clock::time_point users_checked_{};
 };
 
 }  // namespace postern::smtpd

@@ -241,6 +241,7 @@ void Server::accept(service::Connection c) {
     const maps::Map* m = recipients_.changed_table();
     if (!m) m = senders_.changed_table();
     if (m) ctx_.request_exit("table " + m->spec() + " has changed");
+    else if (recipients_.users_changed(std::chrono::steady_clock::now())) ctx_.request_exit("/etc/passwd has changed");
     bool implicit = wrapper_ && tls_;
     auto conn = std::make_unique<Conn>(*this, std::move(c), implicit);
     Conn* cp = conn.get();

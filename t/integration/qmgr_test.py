@@ -153,6 +153,40 @@ def test_delivered_queue_files_are_recycled_emptied_and_reused():
         finish(inst)
 
 
+def _rcpt_code(inst, addr):
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as s:
+        s.ehlo()
+        s.mail("sender@example.org")
+        return s.rcpt(addr)[0]
+
+
+def test_a_user_added_while_smtpd_runs_is_accepted_soon():
+    """smtpd snapshots the users before its chroot and lives long
+    (max_use per client slot); a changed /etc/passwd makes it hand over."""
+    need_root()
+    inst = start()
+    try:
+        inst.start()
+        name = f"pt-late-{random.randrange(16**5):05x}"
+        assert _rcpt_code(inst, f"{name}@example.test") == 550
+        home = os.path.join(inst.dir, "home", name)
+        os.makedirs(home)
+        subprocess.run(["useradd", "-M", "-d", home, "-s", "/usr/sbin/nologin", name], check=True,
+                       capture_output=True)
+        inst.users.names.append(name)
+        time.sleep(1.2)  # smtpd looks at /etc/passwd at most once a second
+        codes = []
+        for _ in range(20):
+            codes.append(_rcpt_code(inst, f"{name}@example.test"))
+            if codes[-1] == 250:
+                break
+            time.sleep(0.2)
+        assert codes[-1] == 250, codes
+        inst.wait_log(r"/etc/passwd has changed")
+    finally:
+        finish(inst)
+
+
 def parse_dsn(path):
     msg = email.message_from_binary_file(open(path, "rb"), policy=email.policy.compat32)
     assert msg.get_content_type() == "multipart/report", msg.get_content_type()
