@@ -3,7 +3,6 @@
 
 #include <fcntl.h>
 #include <pwd.h>
-#include <sys/stat.h>
 
 #include "log/log.hpp"
 #include "util/strings.hpp"
@@ -12,17 +11,13 @@ namespace postern::smtpd {
 
 void LocalRecipients::watch_users_file(const std::string& path) {
     users_fd_.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-    struct stat st {};
-    if (users_fd_ && ::fstat(users_fd_.get(), &st) == 0) users_mtime_ = st.st_mtim;
-    else users_fd_.reset();
+    if (!users_watch_.watch(users_fd_.get())) users_fd_.reset();
 }
 
 bool LocalRecipients::users_changed(std::chrono::steady_clock::time_point now) {
-    if (!users_fd_ || now - users_checked_ < std::chrono::seconds(1)) return false;
+    if (!users_watch_.watching() || now - users_checked_ < std::chrono::seconds(1)) return false;
     users_checked_ = now;
-    struct stat st {};
-    if (::fstat(users_fd_.get(), &st) != 0) return false;
-    return st.st_nlink == 0 || st.st_mtim.tv_sec != users_mtime_.tv_sec || st.st_mtim.tv_nsec != users_mtime_.tv_nsec;
+    return users_watch_.changed();
 }
 
 void LocalRecipients::load(const config::Params& p) {

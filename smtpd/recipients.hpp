@@ -18,7 +18,7 @@
 //   tells the server that one was rebuilt, so that the process can exit and
 //   master start one with the new table (maps/maps.hpp, Map::changed).
 //   Likewise users_changed() for /etc/passwd, watched through a descriptor
-//   opened before the jail (replaced: no links left; edited: new mtime),
+//   opened before the jail (fs::FileWatch: replaced, or written in place),
 //   looked at at most once a second. An smtpd lives for max_use x
 //   service_client_limit sessions, which under steady traffic can be days, so
 //   a new user must not wait for it to end. Users from other NSS sources
@@ -28,7 +28,6 @@
 #pragma once
 
 #include <chrono>
-#include <ctime>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,6 +36,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "fs/fs.hpp"
 #include "maps/maps.hpp"
 #include "util/unique_fd.hpp"
 
@@ -65,7 +65,7 @@ private:
     std::vector<std::unique_ptr<maps::Map>> virtual_maps_;
     bool virtual_ok_ = true;
     UniqueFd users_fd_;
-    std::timespec users_mtime_{};
+    fs::FileWatch users_watch_;  // of users_fd_
     std::chrono::steady_clock::time_point users_checked_{};
 };
 

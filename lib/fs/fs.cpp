@@ -224,4 +224,24 @@ Result<FileLock> FileLock::try_lock(UniqueFd fd) { return acquire(std::move(fd),
 Result<FileLock> FileLock::lock_wait(UniqueFd fd) { return acquire(std::move(fd), true); }
 Result<FileLock> lock_wait(UniqueFd fd) { return FileLock::lock_wait(std::move(fd)); }
 
+bool FileWatch::watch(int fd) noexcept {
+    struct stat st {};
+    if (fd < 0 || ::fstat(fd, &st) != 0) {
+        fd_ = -1;
+        return false;
+    }
+    fd_ = fd;
+    size_ = static_cast<long long>(st.st_size);
+    mtime_ = st.st_mtim;
+    return true;
+}
+
+bool FileWatch::changed() const noexcept {
+    if (fd_ < 0) return false;
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) return true;
+    return st.st_nlink == 0 || static_cast<long long>(st.st_size) != size_ || st.st_mtim.tv_sec != mtime_.tv_sec ||
+           st.st_mtim.tv_nsec != mtime_.tv_nsec;
+}
+
 }  // namespace postern::fs

@@ -37,6 +37,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <ctime>
 #include <string>
 #include <string_view>
 
@@ -107,5 +108,25 @@ private:
 
 // Free-function spelling of FileLock::lock_wait.
 Result<FileLock> lock_wait(UniqueFd fd);
+
+// Whether a file changed under an open descriptor: unlinked (replaced by a
+// rename, removed) or written in place (size or mtime differ from watch()).
+// Watches the descriptor, never the path, so it works inside a chroot where
+// the path may name another file. Missed: a replaced file still linked
+// elsewhere, and a same-size rewrite within one timestamp tick. The
+// descriptor is borrowed and must stay open while watched.
+class FileWatch {
+public:
+    // Starts watching fd; false (and nothing watched) if fstat fails.
+    bool watch(int fd) noexcept;
+    bool watching() const noexcept { return fd_ >= 0; }
+    // False when nothing is watched; true when fstat fails (cannot tell).
+    bool changed() const noexcept;
+
+private:
+    int fd_ = -1;
+    long long size_ = 0;
+    struct timespec mtime_ {};
+};
 
 }  // namespace postern::fs

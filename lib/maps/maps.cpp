@@ -279,21 +279,12 @@ Result<std::unique_ptr<Map>> open_text(std::string spec, const std::string& file
 }  // namespace
 
 Result<void> Map::watch(int fd) {
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) return Error::config(spec_ + ": fstat: " + errno_text(errno));
-    watch_fd_ = fd;
-    watch_size_ = static_cast<std::int64_t>(st.st_size);
-    watch_mtime_ = st.st_mtim;
+    if (!watch_.watch(fd)) return Error::config(spec_ + ": fstat: " + errno_text(errno));
     return {};
 }
 
-bool Map::changed() const {
-    if (watch_fd_ < 0) return false;
-    struct stat st {};
-    if (::fstat(watch_fd_, &st) != 0) return true;  // cannot tell: let a fresh process open it again
-    return st.st_nlink == 0 || static_cast<std::int64_t>(st.st_size) != watch_size_ ||
-           st.st_mtim.tv_sec != watch_mtime_.tv_sec || st.st_mtim.tv_nsec != watch_mtime_.tv_nsec;
-}
+// An fstat error counts as a change: a fresh process opens the table again.
+bool Map::changed() const { return watch_.changed(); }
 
 Result<std::vector<Entry>> parse_source(std::string_view text, Format format,
                                         const std::string& file_name_for_errors) {

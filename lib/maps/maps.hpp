@@ -78,6 +78,7 @@
 #include <utility>
 #include <vector>
 
+#include "fs/fs.hpp"
 #include "util/result.hpp"
 
 namespace postern::maps {
@@ -124,9 +125,7 @@ protected:
 
 private:
     std::string spec_;
-    int watch_fd_ = -1;  // -1: nothing to watch, never changed
-    std::int64_t watch_size_ = 0;
-    std::timespec watch_mtime_{};
+    fs::FileWatch watch_;  // nothing watched: never changed
 };
 
 // spec is "hash:FILE" (opens FILE.db read-only) or "texthash:FILE" (parses

@@ -66,6 +66,12 @@ std::string join_path(std::string_view dir, std::string_view name) {
     return p;
 }
 
+int rename_noreplace(const std::string& from, const std::string& to) noexcept {
+    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
+    if (errno != EINVAL && errno != ENOSYS) return errno;
+    return ::rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
+}
+
 }  // namespace detail
 
 using namespace detail;
@@ -172,11 +178,7 @@ Result<void> move_to(const std::string& queue_dir, const std::string& id, std::s
     std::string from = join_path(join_path(queue_dir, from_subdir), id);
     std::string to_dir = join_path(queue_dir, to_subdir);
     std::string to = join_path(to_dir, id);
-    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) != 0) {
-        // Note: some file systems cannot do RENAME_NOREPLACE; IDs are unique, so plain rename is safe enough there.
-        if (errno != EINVAL && errno != ENOSYS) return sys_error("rename", from + " to " + to, errno);
-        if (::rename(from.c_str(), to.c_str()) != 0) return sys_error("rename", from + " to " + to, errno);
-    }
+    if (int err = rename_noreplace(from, to); err != 0) return sys_error("rename", from + " to " + to, err);
     return fs::fsync_dir(to_dir);
 }
 
@@ -185,14 +187,14 @@ int retire(const std::string& queue_dir, std::string_view subdir, const std::str
     const std::string path = join_path(join_path(queue_dir, subdir), id);
     if (recycle && valid_id(id)) {
         const std::string to = join_path(join_path(queue_dir, Recycle), id);
-        if (::renameat2(AT_FDCWD, path.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) {
+        if (rename_noreplace(path, to) == 0) {
             // Emptied now, so no mail lingers in recycle/. A failure leaves
             // the bytes for the next writer's O_TRUNC.
             if (fd >= 0) (void)::ftruncate(fd, 0);
             return 0;
         }
-        // No recycle/ (an old queue), a name clash, a file system without
-        // RENAME_NOREPLACE, or no such file: unlink tells which.
+        // No recycle/ (an old queue), a name clash or no such file: unlink
+        // tells which.
     }
     return ::unlink(path.c_str()) == 0 ? 0 : errno;
 }

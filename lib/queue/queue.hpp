@@ -18,7 +18,8 @@
 //   recycle/ and empties it (retire), up to queue_recycle_limit files; the
 //   next Writer renames one of them into incoming/ and writes over it instead
 //   of creating a file. Why: on ext4 without a journal, allocating an inode
-//   skips every inode of the block group freed in the last 30 seconds, and
+//   skips every inode of the block group freed in the last minute (six while
+//   its inode table block is dirty), and
 //   checks each one in the buffer cache. A queue that frees one inode per
 //   message makes each new file (queue files, and the Maildir files local
 //   writes near them) cost time proportional to the recent message rate: a

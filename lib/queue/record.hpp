@@ -47,6 +47,10 @@ bool valid_subdir(std::string_view s) noexcept;
 
 // dir + "/" + name, without doubling the slash when dir is "/" or ends in one.
 std::string join_path(std::string_view dir, std::string_view name);
+// Renames without replacing an existing file, falling back to rename(2) where
+// the file system cannot do RENAME_NOREPLACE (queue names are unique, so that
+// is safe enough). Returns 0 or errno.
+int rename_noreplace(const std::string& from, const std::string& to) noexcept;
 // Error::temp("<op> <what>: <strerror>")
 
 }  // namespace postern::queue::detail

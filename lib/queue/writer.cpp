@@ -1,10 +1,8 @@
 // queue/writer.cpp - Writer: creates a queue file, writes its records, and commits it durably.
+#include <dirent.h>
 #include <fcntl.h>
-#include <stdio.h>  // renameat2
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <dirent.h>
 
 #include <atomic>
 #include <cerrno>
@@ -23,14 +21,6 @@ namespace postern::queue {
 using namespace detail;
 
 namespace {
-
-// Renames without replacing an existing file. Falls back to rename(2) where
-// the file system cannot do RENAME_NOREPLACE. Returns 0 or errno.
-int rename_noreplace(const std::string& from, const std::string& to) {
-    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
-    if (errno != EINVAL && errno != ENOSYS) return errno;
-    return ::rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
-}
 
 // Names read from recycle/ and not tried yet, for this process. Writers run
 // on the event loop and on pool threads, hence the mutex.

@@ -20,8 +20,8 @@
 #include "log/log.hpp"
 #include "privs/privs.hpp"
 #include "service/proto.hpp"
-#include "util/strings.hpp"
 #include "util/pid.hpp"
+#include "util/strings.hpp"
 
 namespace postern::service {
 

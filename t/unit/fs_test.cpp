@@ -378,3 +378,31 @@ TEST_CASE("fsync_dir works on a directory and names a missing one") {
     REQUIRE_FALSE(r);
     CHECK(r.error().text.find(d / "missing") != std::string::npos);
 }
+
+TEST_CASE("FileWatch: unchanged, written in place, replaced by rename, nothing watched") {
+    TempDir d;
+    const std::string f = d / "passwd";
+    REQUIRE(fs::atomic_write(f, "root:x:0:0::/root:/bin/sh\n", 0644));
+    fs::FileWatch none;
+    CHECK_FALSE(none.watching());
+    CHECK_FALSE(none.changed());
+    CHECK_FALSE(none.watch(-1));
+
+    UniqueFd fd(::open(f.c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(fd);
+    fs::FileWatch w;
+    REQUIRE(w.watch(fd.get()));
+    CHECK(w.watching());
+    CHECK_FALSE(w.changed());
+    {
+        UniqueFd out(::open(f.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+        REQUIRE(fs::write_all(out.get(), "alice:x:1000:1000::/home/alice:/bin/sh\n"));
+    }
+    CHECK(w.changed());  // written in place: the size differs
+
+    UniqueFd fd2(::open(f.c_str(), O_RDONLY | O_CLOEXEC));
+    fs::FileWatch w2;
+    REQUIRE(w2.watch(fd2.get()));
+    REQUIRE(fs::atomic_write(f, "root:x:0:0::/root:/bin/sh\n", 0644));  // a new file renamed over it
+    CHECK(w2.changed());  // the watched inode has no links left
+}
